@@ -1,0 +1,59 @@
+"""rasterize(scene, cameras, background) -> Render, on whichever backend suits the scene's device.
+
+CUDA tensors go to gsplat's fused rasteriser (``gsplat_backend``); CPU tensors to our PyTorch
+rasteriser (``torch_backend``), which follows the same maths (EWA splatting with gsplat's 0.3 px
+low-pass, alpha = min(0.999, o * exp(-q/2)) kept where alpha >= 1/255, front-to-back compositing that
+stops before transmittance falls to 1e-4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..cameras import Cameras
+from ..gaussians import GaussianScene
+
+
+@dataclass
+class Render:
+    """One batch of B rendered views.
+
+    rgb:   [B, H, W, 3] in [0, 1] (background composited in; clamp is not applied, SH colours are
+           clamped at 0 as in gsplat, so values can exceed 1 only if the scene's colours do).
+    alpha: [B, H, W, 1] in [0, 1], accumulated opacity.
+    depth: [B, H, W, 1] expected camera-space depth (sum w z / alpha; 0 where alpha is 0), world units.
+    info:  what gsplat's strategies read: ``means2d`` [B, N, 2] pixels (grad retained while training),
+           ``radii`` [B, N, 2] int pixels (0 = culled), ``width``, ``height``, ``n_cameras``,
+           ``gaussian_ids`` (None: not packed), ``depths`` [B, N].
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    depth: torch.Tensor
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+def as_background(background: Optional[torch.Tensor | float], batch: int, like: torch.Tensor) -> torch.Tensor:
+    """Background colour(s) as [B, 3] on ``like``'s device and dtype (None -> black)."""
+    if background is None:
+        return like.new_zeros(batch, 3)
+    bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
+    if bg.ndim == 0:
+        bg = bg.expand(3)
+    if bg.shape[-1] != 3 or bg.ndim > 2 or (bg.ndim == 2 and bg.shape[0] not in (1, batch)):
+        raise ValueError(f"background must be a scalar, [3] or [B, 3] with B={batch}; got {list(bg.shape)}")
+    return bg.expand(batch, 3)
+
+
+def rasterize(scene: GaussianScene, cameras: Cameras, background: Optional[torch.Tensor | float] = None) -> Render:
+    """Render ``scene`` from every camera in ``cameras``; gradients flow to every scene parameter."""
+    if scene.device.type == "cuda":
+        from .gsplat_backend import rasterize_gsplat
+
+        return rasterize_gsplat(scene, cameras, background)
+    from .torch_backend import rasterize_torch
+
+    return rasterize_torch(scene, cameras, background)
