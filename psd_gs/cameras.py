@@ -140,6 +140,10 @@ def sample_orbit(
     """
     if n <= 0:
         raise ValueError(f"n must be >= 1, got {n}")
+    if radius[0] <= 0:
+        raise ValueError(f"radius range must be > 0, got {radius}")
+    if fovy[0] <= 0 or fovy[1] >= 180:
+        raise ValueError(f"fovy range must lie in (0, 180) degrees, got {fovy}")
     el = _uniform(elevation, n, generator)
     az = _uniform(azimuth, n, generator)
     r = _uniform(radius, n, generator)

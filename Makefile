@@ -1,0 +1,45 @@
+# psd-gs: `make run` serves the app, `make test` runs the tests. Both set up .venv on first use.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.requirements-stamp
+HOST        ?= 127.0.0.1
+PORT        ?= 7860
+PYTEST_ARGS ?=
+
+.PHONY: run test venv browser clean
+
+run: venv
+	$(PY) app.py --host $(HOST) --port $(PORT)
+
+test: venv browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The virtualenv, with requirements.txt installed. Re-installs only when requirements.txt is
+# newer than the stamp, so repeated runs cost nothing.
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+# Chromium for the browser tests (Playwright drives /usr/bin/chromium). Installed with apt-get
+# when missing and we are root; otherwise only a message, never a failure.
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "browser: /usr/bin/chromium found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing chromium with apt-get"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation; } \
+			|| echo "browser: apt-get could not install chromium; browser tests will not run"; \
+	else \
+		echo "browser: /usr/bin/chromium is missing; install Chromium (as root: apt-get install -y chromium) for the browser tests"; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
