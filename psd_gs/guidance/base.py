@@ -1,0 +1,109 @@
+"""What every guidance method shares: timestep schedule, classifier-free guidance, the SDS target loss.
+
+Notation (DESIGN.md section 3): z0 = E(x) the render's latent, a_t = alphas_cumprod[t],
+z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps, and the guided noise prediction against a negative e
+
+    eps_s(z_t; e) = eps(z_t; e) + s * (eps(z_t; e_y) - eps(z_t; e)).
+
+A guidance turns a Render into a loss whose gradient w.r.t. the render carries the method's update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch
+
+from ..cameras import Cameras
+from ..config import GuidanceConfig
+from ..priors.base import DiffusionPrior
+from ..render import Render
+
+
+@dataclass
+class GuidanceOut:
+    """loss: scalar whose gradient reaches the render; logs: named floats (terms, t, rewards, ...)."""
+
+    loss: torch.Tensor
+    logs: Dict[str, float] = field(default_factory=dict)
+
+
+def sds_target_loss(z0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||z0 - stopgrad(z0 - g)||^2 / B, whose gradient w.r.t. z0 [B, ...] is exactly g / B."""
+    target = (z0 - g).detach()
+    return 0.5 * (z0 - target).square().sum() / z0.shape[0]
+
+
+class Guidance:
+    """Base: holds the frozen prior, the prompt embeddings and the noise generator.
+
+    prompt: the text y. e_y = E_text(prompt), e_ref = E_text(cfg.negative_prompt), both [1, ...].
+    seed: seeds the generator that draws every t and every noise, so a step is reproducible.
+    """
+
+    #: named loss terms of the method -> the GuidanceConfig field holding its weight ("" = always 1)
+    TERMS: Dict[str, str] = {"sds": ""}
+
+    def __init__(self, cfg: GuidanceConfig, prior: DiffusionPrior, prompt: str, seed: int = 0):
+        self.cfg = cfg.check()
+        for term, weight in self.TERMS.items():
+            if weight and not hasattr(cfg, weight):
+                raise ValueError(f"loss term {term!r} has no weight field {weight!r} in GuidanceConfig")
+        self.prior = prior
+        self.prompt = prompt
+        self.e_y = prior.encode_prompt(prompt)
+        self.e_ref = prior.encode_prompt(cfg.negative_prompt)
+        self.generator = torch.Generator(device=prior.device).manual_seed(seed)
+
+    # ---- sampling -----------------------------------------------------------------------------
+
+    def t_max(self, step: int, total: int) -> float:
+        """t_max as a fraction of T: t_max_start at step 0, linear to t_max_end at the last step."""
+        frac = step / max(total - 1, 1)
+        return self.cfg.t_max_start + (self.cfg.t_max_end - self.cfg.t_max_start) * frac
+
+    def sample_t(self, step: int, total: int) -> int:
+        """One integer timestep t ~ U[t_min T, t_max(step) T], shared by the batch."""
+        T = self.prior.num_train_timesteps
+        lo = int(round(self.cfg.t_min * T))
+        hi = max(lo, min(T - 1, int(round(self.t_max(step, total) * T))))
+        return int(torch.randint(lo, hi + 1, (1,), generator=self.generator, device=self.prior.device).item())
+
+    def noise_like(self, z: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like z, from this guidance's generator."""
+        return torch.randn(z.shape, generator=self.generator, device=z.device, dtype=z.dtype)
+
+    def alpha(self, t: int) -> torch.Tensor:
+        """a_t as a 0-dim float32 tensor."""
+        return self.prior.alphas_cumprod[t].float()
+
+    # ---- the prior under classifier-free guidance ---------------------------------------------
+
+    def guided_eps(self, z_t: torch.Tensor, t: int, e_neg: torch.Tensor, e_cond: torch.Tensor) -> torch.Tensor:
+        """eps_s(z_t; e_neg) for z_t [M, C, h, w], in ONE prior call on a batch of 2M.
+
+        Batch order, named because codebases differ: first the M samples under ``e_neg``
+        (diffusers' "uncond" half), then the M samples under ``e_cond`` = e_y.
+        ``e_neg``/``e_cond``: [1, ...] or [M, ...]. Differentiable in e_neg if it requires grad.
+        """
+        M = z_t.shape[0]
+        emb = torch.cat([e_neg.expand(M, *e_neg.shape[1:]), e_cond.expand(M, *e_cond.shape[1:])])
+        ts = torch.full((2 * M,), t, dtype=torch.long, device=z_t.device)
+        eps_neg, eps_cond = self.prior.predict_noise(torch.cat([z_t, z_t]), ts, emb).chunk(2)
+        return eps_neg + self.cfg.cfg_scale * (eps_cond - eps_neg)
+
+    def latents(self, render: Render) -> torch.Tensor:
+        """z0 [B, C, h, w] of the render's rgb [B, H, W, 3], differentiable."""
+        return self.prior.encode_images(render.rgb.permute(0, 3, 1, 2))
+
+    def sds_gradient(self, z0: torch.Tensor, t: int, e_neg: torch.Tensor) -> torch.Tensor:
+        """g = w(t) (eps_s(z_t; e_neg) - eps), w(t) = 1 - a_t, one fresh noise; no grad. [B, C, h, w]."""
+        a = self.alpha(t)
+        with torch.no_grad():
+            eps = self.noise_like(z0)
+            z_t = a.sqrt() * z0.detach() + (1 - a).sqrt() * eps
+            return (1 - a) * (self.guided_eps(z_t, t, e_neg, self.e_y) - eps)
+
+    def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
+        raise NotImplementedError

@@ -1,0 +1,239 @@
+"""SDS, PSD and reward-gradient on a tiny random Stable Diffusion prior (DESIGN.md sections 3, 4)."""
+
+import math
+
+import pytest
+import torch
+
+from psd_gs.config import GuidanceConfig
+from psd_gs.guidance import PSDGuidance, RewardGradGuidance, SDSGuidance, make_guidance
+from psd_gs.priors.stable_diffusion import load_stable_diffusion
+from psd_gs.render import Render
+from psd_gs.rewards.base import RewardModel
+from tests.tiny_models import build_tiny_sd, build_tiny_taesd
+
+
+class WarmReward(RewardModel):
+    """A fixed image function: mean of R - (G + B) / 2. Records how it was called."""
+
+    name = "warm"
+
+    def __init__(self, sign: float = 1.0):
+        self.sign = sign
+        self.calls = []  # (batch size, grad enabled, images.requires_grad)
+        self.backward_hits = 0
+
+    def score(self, images, prompts):
+        self.calls.append((images.shape[0], torch.is_grad_enabled(), images.requires_grad))
+        if images.requires_grad:
+            images.register_hook(self._hit)
+        r, g, b = images.unbind(1)
+        return self.sign * (r - 0.5 * (g + b)).flatten(1).mean(1)
+
+    def _hit(self, grad):
+        self.backward_hits += 1
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_sd")
+    return load_stable_diffusion(str(build_tiny_sd(root / "sd")), decoder="taesd",
+                                 taesd=str(build_tiny_taesd(root / "taesd")), device="cpu")
+
+
+def make_render(prior, batch=2, seed=0):
+    """A leaf rgb [B, H, W, 3] at the prior's resolution standing in for a rasterised view."""
+    g = torch.Generator().manual_seed(seed)
+    res = prior.resolution
+    rgb = torch.rand(batch, res, res, 3, generator=g).requires_grad_(True)
+    return Render(rgb, torch.ones(batch, res, res, 1), torch.ones(batch, res, res, 1), {})
+
+
+def render_grad(guidance, render, step=0, total=100):
+    render.rgb.grad = None
+    out = guidance.step(render, None, step, total)
+    out.loss.backward()
+    return render.rgb.grad.clone(), out
+
+
+def prior_state(prior):
+    return {f"{name}.{k}": v.clone() for name in ("unet", "vae", "text_encoder", "decoder")
+            for k, v in getattr(prior, name).state_dict().items()}
+
+
+def test_psd_without_pair_and_negative_is_exactly_sds(prior):
+    render = make_render(prior)
+    sds = SDSGuidance(GuidanceConfig(method="sds"), prior, "a red cube", seed=3)
+    psd = PSDGuidance(GuidanceConfig(method="psd", lambda_p=0.0, neg_lr=0.0), prior, "a red cube", WarmReward(), seed=3)
+    for step in (0, 10, 60):
+        g_sds, _ = render_grad(sds, render, step)
+        g_psd, out = render_grad(psd, render, step)
+        assert torch.equal(g_sds, g_psd), step
+        assert g_sds.abs().sum() > 0
+    assert psd.reward.calls == []  # no pair was built, so the reward never ran
+
+
+def test_pair_bracket_is_scaled_difference_of_guesses(prior):
+    psd = PSDGuidance(GuidanceConfig(), prior, "a red cube", WarmReward(), seed=0)
+    z0 = psd.latents(make_render(prior, batch=3))
+    for t in (50, 500, 900):
+        pair = psd.build_pair(z0, t)
+        a = prior.alphas_cumprod[t]
+        bracket = pair.pick(pair.eps_s - pair.eps, True) - pair.pick(pair.eps_s - pair.eps, False)
+        expected = a.sqrt() / (1 - a).sqrt() * (pair.pick(pair.x0, False) - pair.pick(pair.x0, True))
+        assert torch.allclose(bracket, expected, atol=1e-4 * expected.abs().max().item()), t
+        assert expected.abs().max() > 0
+
+
+def test_pair_gradient_matches_design_formula(prior):
+    cfg = GuidanceConfig(lambda_p=0.7, tau=0.05)
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 400)
+    a = prior.alphas_cumprod[400]
+    k = (pair.gap / 0.05).clamp(0, 1)[:, None, None, None]
+    w, l = pair.win, 1 - pair.win
+    d_w = torch.stack([pair.eps_s[w[i], i] - pair.eps[w[i], i] for i in range(2)])
+    d_l = torch.stack([pair.eps_s[l[i], i] - pair.eps[l[i], i] for i in range(2)])
+    expected = (1 - a) * (d_w + 0.7 * k * (d_w - d_l))
+    assert torch.allclose(psd.pair_gradient(pair, 0.7), expected, atol=1e-6)
+
+
+def test_winner_and_loser_follow_the_reward(prior):
+    z0 = None
+    wins = []
+    for sign in (1.0, -1.0):
+        reward = WarmReward(sign)
+        psd = PSDGuidance(GuidanceConfig(), prior, "a red cube", reward, seed=5)
+        z0 = psd.latents(make_render(prior, batch=4)) if z0 is None else z0
+        pair = psd.build_pair(z0, 600)
+        assert torch.equal(pair.pick(pair.reward, True), pair.reward.max(0).values)
+        assert torch.equal(pair.pick(pair.reward, False), pair.reward.min(0).values)
+        assert (pair.gap >= 0).all() and (pair.gap > 0).any()
+        wins.append(pair.win)
+    assert torch.equal(wins[0], 1 - wins[1])  # the same guesses, the opposite preference
+
+
+def test_k_clamps():
+    psd = PSDGuidance.__new__(PSDGuidance)
+    psd.cfg = GuidanceConfig(tau=0.2)
+    d = torch.tensor([-1.0, 0.0, 0.1, 0.2, 5.0])
+    assert torch.allclose(psd.k(d), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+
+
+def test_pair_term_is_zero_outside_the_window(prior):
+    cfg = GuidanceConfig(pair_window=(0.2, 0.4), neg_lr=0.0, lambda_p=2.0)
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=1)
+    assert [psd.pair_weight(s, 100) for s in (0, 19, 20, 39, 40, 99)] == [0.0, 0.0, 2.0, 2.0, 0.0, 0.0]
+    sds = SDSGuidance(GuidanceConfig(method="sds"), prior, "a red cube", seed=1)
+    render = make_render(prior)
+    for step in (5, 70):  # outside: exactly SDS, and the reward is not even run
+        assert torch.equal(render_grad(psd, render, step)[0], render_grad(sds, render, step)[0])
+    assert psd.reward.calls == []
+    g_in, out = render_grad(psd, render, 30)
+    assert out.logs["lambda_p"] == 2.0 and len(psd.reward.calls) == 1
+    assert not torch.equal(g_in, render_grad(sds, render, 30)[0])
+
+
+def test_no_reward_gradient_reaches_the_render_in_psd(prior):
+    reward = WarmReward()
+    psd = PSDGuidance(GuidanceConfig(tau=1e-6), prior, "a red cube", reward, seed=2)
+    render = make_render(prior)
+    g, out = render_grad(psd, render, step=0)
+    assert reward.calls == [(4, False, False)]  # 2 guesses x 2 views, scored without grad
+    assert reward.backward_hits == 0 and g.abs().sum() > 0
+    # the scene gradient depends on the ranking only: a reward with the same order but a
+    # different (and much steeper) pixel gradient gives the identical update (tau tiny: k = 1)
+    steep = WarmReward()
+    steep.score = lambda images, prompts: 1e3 * WarmReward.score(steep, images, prompts) ** 3
+    psd2 = PSDGuidance(GuidanceConfig(tau=1e-6), prior, "a red cube", steep, seed=2)
+    assert torch.equal(render_grad(psd2, render, step=0)[0], g)
+
+
+def test_reward_gradient_reaches_the_render_in_reward_grad(prior):
+    reward = WarmReward()
+    rg = RewardGradGuidance(GuidanceConfig(method="reward_grad", lambda_r=3.0), prior, "a red cube", reward, seed=2)
+    sds = SDSGuidance(GuidanceConfig(method="sds"), prior, "a red cube", seed=2)
+    render = make_render(prior)
+    g_rg, out = render_grad(rg, render)
+    g_sds, _ = render_grad(sds, render)
+    assert reward.calls == [(2, True, True)] and reward.backward_hits == 1
+    # the difference is exactly lambda_r times the reward's pixel gradient
+    res = prior.resolution
+    warm = torch.tensor([1.0, -0.5, -0.5]) / (res * res) / 2  # d R_b / d pixel, averaged over B = 2 views
+    assert torch.allclose(g_rg - g_sds, -3.0 * warm.expand_as(g_rg), atol=1e-7)
+    assert out.logs["loss_reward"] == pytest.approx(-out.logs["reward"])
+
+
+def test_adaptive_negative_changes_only_e_n_and_lowers_its_loss(prior):
+    psd = PSDGuidance(GuidanceConfig(neg_lr=1e-2, cfg_scale=7.5), prior, "a red cube", WarmReward(), seed=4)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 500)
+    x0_w, x0_l = pair.pick(pair.x0, True), pair.pick(pair.x0, False)
+    eps2 = torch.randn(x0_w.shape, generator=torch.Generator().manual_seed(9))
+    before_state = prior_state(prior)
+    e_n_before = psd.e_n.detach().clone()
+    with torch.no_grad():
+        loss_before = psd.negative_loss(x0_w, x0_l, 300, eps2).item()
+    # e_n = e_ref at the start, so L = log 2 up to float rounding (e_n and e_ref are evaluated in
+    # batches of different size) times beta = 1000
+    assert loss_before == pytest.approx(math.log(2.0), abs=1e-3)
+    logs = psd.update_negative(x0_w, x0_l, 300, eps2)
+    with torch.no_grad():
+        loss_after = psd.negative_loss(x0_w, x0_l, 300, eps2).item()
+    assert loss_after < loss_before
+    assert not torch.equal(psd.e_n.detach(), e_n_before)
+    after_state = prior_state(prior)
+    assert all(torch.equal(before_state[k], after_state[k]) for k in before_state)
+    assert all(not p.requires_grad for name in ("unet", "vae", "text_encoder", "decoder")
+               for p in getattr(prior, name).parameters())
+    assert torch.equal(psd.e_ref, prior.encode_prompt(""))  # the reference never moves
+    assert logs["loss_negative"] == pytest.approx(loss_before)
+
+
+def test_cfg_scale_one_makes_the_negative_irrelevant(prior):
+    render = make_render(prior)
+    grads = []
+    for shift in (0.0, 0.5):
+        psd = PSDGuidance(GuidanceConfig(cfg_scale=1.0, neg_lr=0.0), prior, "a red cube", WarmReward(), seed=6)
+        with torch.no_grad():
+            psd.e_n.add_(shift * torch.randn(psd.e_n.shape, generator=torch.Generator().manual_seed(0)))
+        grads.append(render_grad(psd, render, 0)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    psd = PSDGuidance(GuidanceConfig(cfg_scale=1.0, gamma=0.0, neg_lr=1e-2), prior, "a red cube", WarmReward())
+    z = torch.randn(2, *psd.latents(make_render(prior)).shape[1:])
+    loss = psd.negative_loss(z[:1], z[1:], 400, torch.randn(1, *z.shape[1:]))
+    loss.backward()
+    assert psd.e_n.grad.abs().max() == 0  # with s = 1 the DPO term cannot see e_n
+
+
+def test_psd_step_is_one_batched_prior_call(prior, monkeypatch):
+    calls = []
+    original = prior.predict_noise
+
+    def counting(z_t, t, emb):
+        calls.append((z_t.shape[0], torch.is_grad_enabled() and emb.requires_grad))
+        return original(z_t, t, emb)
+
+    monkeypatch.setattr(prior, "predict_noise", counting)
+    psd = PSDGuidance(GuidanceConfig(neg_every=2), prior, "a red cube", WarmReward(), seed=0)
+    render = make_render(prior, batch=3)
+    render_grad(psd, render, step=1)  # in the window, no e_n update: one call, 2 noises x 2 embeddings
+    assert calls == [(12, False)]
+    calls.clear()
+    out = render_grad(psd, render, step=2)[1]  # with the e_n update: + one no-grad call, one grad call
+    assert calls == [(12, False), (12, False), (6, True)]
+    assert {"loss_negative", "reward_w", "reward_l", "gap", "k", "t", "grad_norm"} <= set(out.logs)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("method", "dpo", "method"), ("cfg_scale", 0.5, "cfg_scale"), ("tau", 0.0, "tau"),
+    ("pair_window", (0.6, 0.2), "pair_window"), ("neg_every", 0, "neg_every"), ("lambda_p", -1.0, "lambda_p"),
+])
+def test_bad_config_is_named(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        GuidanceConfig(**{field: value}).check()
+
+
+def test_make_guidance_needs_a_reward_for_psd(prior):
+    assert isinstance(make_guidance(GuidanceConfig(method="sds"), prior, "x"), SDSGuidance)
+    with pytest.raises(ValueError, match="reward"):
+        make_guidance(GuidanceConfig(method="psd"), prior, "x")
