@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import RewardModel
-from .preprocess import (broadcast_prompts, check_images, clip_preprocess, freeze, load_into, load_state_dict,
-                         resolve_device, resolve_dtype, resolve_weights)
+from .preprocess import broadcast_prompts, check_images, clip_preprocess
+from .weights import freeze, load_into, load_state_dict, resolve_device, resolve_dtype, resolve_weights
 
 CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"
 # open_clip's names for a full CLIP checkpoint on the hub, in its order of preference.

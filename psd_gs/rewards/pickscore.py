@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import RewardModel
-from .preprocess import (broadcast_prompts, check_images, clip_preprocess, freeze, resolve_device, resolve_dtype,
-                         resolve_folder)
+from .preprocess import broadcast_prompts, check_images, clip_preprocess
+from .weights import freeze, resolve_device, resolve_dtype, resolve_folder
 
 PICKSCORE_REPO = "yuvalkirstain/PickScore_v1"
 PICKSCORE_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"

@@ -8,7 +8,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors.torch import save_file
 
 from psd_gs.priors.base import MissingWeightsError
-from psd_gs.rewards.preprocess import load_state_dict, resolve_folder, resolve_weights
+from psd_gs.rewards.weights import load_state_dict, resolve_folder, resolve_weights
 
 EXECUTED = []
 
