@@ -153,6 +153,7 @@ class PSDGuidance(Guidance):
     # ---- one step -----------------------------------------------------------------------------
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
+        self.prior.set_views(cams)
         z0 = self.latents(render)
         t = self.sample_t(step, total)
         lam = self.pair_weight(step, total)

@@ -11,6 +11,7 @@ class SDSGuidance(Guidance):
     """g = w(t) (eps_s(z_t; e_ref) - eps) on z0 = E(render), applied with the target trick."""
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
+        self.prior.set_views(cams)
         z0 = self.latents(render)
         t = self.sample_t(step, total)
         g = self.sds_gradient(z0, t, self.e_ref)

@@ -31,6 +31,13 @@ class DiffusionPrior(ABC):
     num_train_timesteps: int
     device: torch.device
 
+    def set_views(self, cameras) -> None:
+        """Condition the following calls on these B cameras (guidance calls it at the start of a step).
+
+        Every batch guidance then passes is a stack of B-view blocks: sample i belongs to view i % B.
+        Stable Diffusion ignores the cameras; the shapes prior renders its objects from them.
+        """
+
     @abstractmethod
     def encode_prompt(self, text: str) -> torch.Tensor:
         """Embedding [1, ...] (float32, no grad) of ``text``; "" is the unconditional embedding."""

@@ -49,15 +49,19 @@ def _segment_exclusive_cumsum(values: torch.Tensor, seg_start: torch.Tensor) -> 
     return excl - excl[start_idx]
 
 
-def _pairs(p: Projected, opac: torch.Tensor, width: int, height: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _pairs(p: Projected, opac: torch.Tensor, width: int, height: int,
+           mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """(flat Gaussian index c*N + n, flat pixel index c*H*W + i*W + j) for every pair with alpha >= 1/255.
 
-    Pairs come out in no particular order. Runs without grad.
+    ``mask`` [C, N] bool, if given, leaves out Gaussian n in camera c where False. Pairs come out in
+    no particular order. Runs without grad.
     """
     C, N = p.depths.shape
     dev = p.depths.device
     o = opac.expand(C, N).reshape(-1)
     live = (p.radii.reshape(-1, 2) > 0).all(-1) & (o >= ALPHA_MIN)
+    if mask is not None:
+        live &= mask.reshape(-1)
     g = live.nonzero()[:, 0]
     if len(g) == 0:
         empty = torch.zeros(0, dtype=torch.long, device=dev)
@@ -110,8 +114,11 @@ def _pair_alpha(p: Projected, opac: torch.Tensor, pair_g: torch.Tensor, pix: tor
 
 
 def rasterize_torch(scene: GaussianScene, cameras: Cameras, background: Optional[torch.Tensor | float] = None,
-                    retain_means2d_grad: bool = True) -> Render:
+                    retain_means2d_grad: bool = True, mask: Optional[torch.Tensor] = None) -> Render:
     """Render ``scene`` from ``cameras`` on the CPU (any device works; it is written for the CPU).
+
+    ``mask`` [C, N] bool (optional): camera c draws only the Gaussians where it is True, so several
+    objects stored in one scene render in one call (the shapes prior's reference views).
 
     Returns Render(rgb [C,H,W,3], alpha [C,H,W,1], depth [C,H,W,1], info) as documented in
     ``psd_gs.render``. Differentiable in every scene parameter; ``info["means2d"]`` keeps its grad
@@ -125,7 +132,7 @@ def rasterize_torch(scene: GaussianScene, cameras: Cameras, background: Optional
     opac = scene.opacities
 
     with torch.no_grad():
-        pair_g, pix = _pairs(p, opac, W, H)
+        pair_g, pix = _pairs(p, opac, W, H, mask)
         alpha = _pair_alpha(p, opac, pair_g, pix, W, H)
         keep = alpha >= ALPHA_MIN
         pair_g, pix, alpha = pair_g[keep], pix[keep], alpha[keep]
@@ -140,9 +147,11 @@ def rasterize_torch(scene: GaussianScene, cameras: Cameras, background: Optional
         # keep pairs while T after them stays above 1e-4 (a prefix of each pixel's list)
         alive = (log_t + torch.log1p(-alpha.double())) > math.log(T_MIN)
         pair_g, pix, seg_start = pair_g[alive], pix[alive], seg_start[alive]
+        alpha, log_t = alpha[alive], log_t[alive]  # final as they are when no gradient is needed
 
-    alpha = _pair_alpha(p, opac, pair_g, pix, W, H)
-    log_t = _segment_exclusive_cumsum(torch.log1p(-alpha.double()), seg_start)
+    if torch.is_grad_enabled():  # recompute the surviving pairs under autograd
+        alpha = _pair_alpha(p, opac, pair_g, pix, W, H)
+        log_t = _segment_exclusive_cumsum(torch.log1p(-alpha.double()), seg_start)
     weight = (alpha.double() * torch.exp(log_t)).to(alpha.dtype)  # [P]
     n_pix = C * H * W
     feats = torch.cat([

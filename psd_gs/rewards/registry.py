@@ -17,12 +17,16 @@ from .base import RewardModel
 from .clip_score import load_clip_score
 from .hpsv2 import load_hpsv2
 from .pickscore import load_pickscore
+from .shapes import ShapesReward
 
 REWARDS: dict[str, Callable[..., RewardModel]] = {
     "hpsv2": load_hpsv2,          # HPS v2.1 (xswu/HPSv2), cosine; version="v2.0" for HPS v2
     "pickscore": load_pickscore,  # PickScore v1 (yuvalkirstain/PickScore_v1), exp(logit_scale) * cosine
     "aesthetic": load_aesthetic,  # LAION improved aesthetic predictor on CLIP ViT-L/14; prompt ignored
     "clip": load_clip_score,      # CLIP ViT-L/14 (OpenAI) cosine
+    # the offline shapes world's colour preferences (no weights)
+    "shapes-warm": lambda device=None: ShapesReward("warm", device),
+    "shapes-cool": lambda device=None: ShapesReward("cool", device),
 }
 
 

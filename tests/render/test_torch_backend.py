@@ -160,3 +160,15 @@ def test_background_shape_is_checked(generator):
     scene = random_scene(5, 0, generator, dtype=torch.float32)
     with pytest.raises(ValueError, match="background"):
         rasterize_torch(scene, make_cameras(0.0, 0.0, 2.5, 50.0, 8, 8), torch.zeros(2, 2))
+
+
+def test_mask_renders_each_camera_with_its_own_gaussians(generator):
+    a, b = random_scene(50, 1, generator), random_scene(60, 1, generator)
+    both = GaussianScene(*[torch.cat([a.params[k], b.params[k]]) for k in PARAM_NAMES], sh_degree=1)
+    cams = sample_orbit(2, 24, 24, generator=generator, dtype=torch.float64)
+    mask = torch.zeros(2, 110, dtype=torch.bool)
+    mask[0, :50] = True
+    mask[1, 50:] = True
+    r = rasterize_torch(both, cams, 0.3, mask=mask)
+    assert torch.allclose(r.rgb[0], rasterize_torch(a, cams[0], 0.3).rgb[0], atol=1e-12)
+    assert torch.allclose(r.rgb[1], rasterize_torch(b, cams[1], 0.3).rgb[0], atol=1e-12)

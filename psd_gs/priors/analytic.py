@@ -1,0 +1,129 @@
+"""The shapes world's closed-form diffusion prior (DESIGN.md section 5).
+
+Data: for camera c and prompt embedding e (logits [K] over the world's K objects) the latent of a
+view is drawn from the mixture
+
+    p(z | c, e) = sum_k softmax(e)_k N(z; mu_k(c), s^2 I),   mu_k(c) = E(render of object k from c).
+
+Its optimal noise prediction is closed-form (a_t = alphas_cumprod[t], z_t the noisy latent):
+
+    v_t = a_t s^2 + 1 - a_t
+    r_k = softmax_k(e_k - |z_t - sqrt(a_t) mu_k|^2 / (2 v_t))          (float64)
+    x0_hat = sum_k r_k [mu_k + c_t (z_t - sqrt(a_t) mu_k)],   c_t = sqrt(a_t) s^2 / v_t
+    eps = (z_t - sqrt(a_t) x0_hat) / sqrt(1 - a_t)
+
+It is differentiable in e, so PSD's adaptive negative works unchanged. The encoder mimics SD's VAE,
+whose latents are 8x smaller than the image: E(x) = 2 avgpool_4(x) - 1 (a 64x64 render gives a
+16x16x3 latent), and D upsamples back (nearest, the exact right inverse of the pooling).
+
+Prompt embeddings are logits: 0 for the objects the prompt allows, ``MASK`` for the others. MASK is
+finite (never -inf, so softmax and its gradient stay defined) and far larger than the distance
+term, which reaches |z|^2 / (2 s^2) ~ 1e5 at low noise: -1e4 would let a near disallowed object win.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import Cameras
+from ..render.torch_backend import rasterize_torch
+from .base import DiffusionPrior
+from .shapes_world import ShapesWorld
+
+MASK = -1e9
+POOL = 4
+
+
+def sd_alphas_cumprod(T: int = 1000) -> torch.Tensor:
+    """Stable Diffusion's "scaled linear" schedule (beta 0.00085 -> 0.012), [T] float32."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, 0).float()
+
+
+class AnalyticPrior(DiffusionPrior):
+    """Closed-form mixture prior over the shapes world's reference objects.
+
+    data_std: s, the spread of each object's latent around its render, in latent units ([-1, 1]).
+    n_per_object: Gaussians per reference object.
+    """
+
+    def __init__(self, world: Optional[ShapesWorld] = None, data_std: float = 0.1, n_per_object: int = 400,
+                 device: torch.device | str = "cpu"):
+        self.world = world or ShapesWorld()
+        self.data_std = float(data_std)
+        self.device = torch.device(device)
+        self.num_train_timesteps = 1000
+        self.alphas_cumprod = sd_alphas_cumprod(self.num_train_timesteps).to(self.device)
+        objects, owner = self.world.build_all(n_per_object)
+        self.objects = objects.to(self.device)
+        self.owner = owner.to(self.device)  # [K n] object index of each Gaussian
+        self.background = torch.tensor(self.world.background, device=self.device)
+        self.mu: Optional[torch.Tensor] = None  # [B, K, D] float64 latents of the current views
+
+    # ---- conditioning -------------------------------------------------------------------------
+
+    def encode_prompt(self, text: str) -> torch.Tensor:
+        """Logits [1, K]: 0 where the prompt allows the object, MASK elsewhere. "" allows all."""
+        allowed = self.world.select(text) if text.strip() else range(len(self.world))
+        e = torch.full((1, len(self.world)), MASK, device=self.device)
+        e[0, list(allowed)] = 0.0
+        return e
+
+    @torch.no_grad()
+    def render_objects(self, cameras: Cameras) -> torch.Tensor:
+        """Every object from every camera, one masked rasterizer call: rgb [B, K, H, W, 3]."""
+        B, K = len(cameras), len(self.world)
+        cams = cameras.to(self.device)
+        idx = torch.arange(B * K, device=self.device)
+        views = cams[idx // K]  # camera b repeated for each object
+        mask = self.owner[None, :] == (idx % K)[:, None]  # [B K, K n]: view (b, k) draws object k only
+        r = rasterize_torch(self.objects, views, self.background, retain_means2d_grad=False, mask=mask)
+        return r.rgb.view(B, K, cams.height, cams.width, 3)
+
+    def set_views(self, cameras: Cameras) -> None:
+        """Render the K objects from the B cameras and keep their latents mu [B, K, D]."""
+        rgb = self.render_objects(cameras)
+        B, K = rgb.shape[:2]
+        z = self.encode_images(rgb.flatten(0, 1).permute(0, 3, 1, 2))
+        self.mu = z.double().reshape(B, K, -1)
+
+    # ---- encoder / decoder ----------------------------------------------------------------------
+
+    def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
+        """rgb [B, 3, H, W] in [0, 1] (H, W multiples of 4) -> z [B, 3, H/4, W/4] in [-1, 1]."""
+        return 2.0 * F.avg_pool2d(rgb.float(), POOL) - 1.0
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, 3, h, w] -> rgb [B, 3, 4h, 4w] in [0, 1] (nearest upsampling)."""
+        return ((F.interpolate(z.float(), scale_factor=POOL, mode="nearest") + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    # ---- the closed-form noise model -----------------------------------------------------------
+
+    def posterior_mean(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor):
+        """x0_hat [M, D] float64 and responsibilities r [M, K] for z_t [M, C, h, w], t [M], emb [M, K]."""
+        if self.mu is None:
+            raise RuntimeError("AnalyticPrior.set_views(cameras) must come before predicting noise")
+        B = self.mu.shape[0]
+        M = z_t.shape[0]
+        if M % B:
+            raise ValueError(f"batch of {M} is not a stack of {B}-view blocks")
+        mu = self.mu[torch.arange(M, device=z_t.device) % B]  # [M, K, D]
+        x = z_t.reshape(M, -1).double()
+        a = self.alphas_cumprod[t].double()[:, None]  # [M, 1]
+        s2 = self.data_std ** 2
+        v = a * s2 + 1.0 - a
+        d2 = (x[:, None, :] - a.sqrt()[:, :, None] * mu).square().sum(-1)  # [M, K]
+        r = torch.softmax(emb.double() - d2 / (2.0 * v), dim=-1)
+        c = a.sqrt() * s2 / v  # [M, 1]
+        x0_k = mu + c[:, :, None] * (x[:, None, :] - a.sqrt()[:, :, None] * mu)  # [M, K, D]
+        return (r[:, :, None] * x0_k).sum(1), r
+
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """eps [M, C, h, w] float32 for the batch; sample i is conditioned on view i % B."""
+        x0, _ = self.posterior_mean(z_t, t, emb)
+        a = self.alphas_cumprod[t].double()[:, None]
+        eps = (z_t.reshape(z_t.shape[0], -1).double() - a.sqrt() * x0) / (1.0 - a).sqrt()
+        return eps.float().view_as(z_t)
