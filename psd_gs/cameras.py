@@ -122,6 +122,18 @@ def _uniform(lo_hi: Tuple[float, float], n: int, g: Optional[torch.Generator]) -
     return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
 
 
+def orbit_grid(elevation: Tuple[float, float], n_elevation: int, n_azimuth: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A fixed set of poses: n_elevation evenly spaced elevations spanning ``elevation`` (degrees) times
+    n_azimuth azimuths evenly spaced over a full turn from 0. Returns (elevation [P], azimuth [P])."""
+    if n_elevation < 1 or n_azimuth < 1:
+        raise ValueError(f"grid sizes must be >= 1, got {n_elevation} x {n_azimuth}")
+    lo, hi = elevation
+    el = torch.linspace(lo, hi, n_elevation, dtype=torch.float64) if n_elevation > 1 else torch.tensor([0.5 * (lo + hi)])
+    az = 360.0 * torch.arange(n_azimuth, dtype=torch.float64) / n_azimuth
+    az = torch.where(az > 180.0, az - 360.0, az)
+    return el.double().repeat_interleave(n_azimuth), az.repeat(n_elevation)
+
+
 def sample_orbit(
     n: int,
     width: int,
@@ -132,11 +144,14 @@ def sample_orbit(
     fovy: Tuple[float, float] = (49.1, 49.1),
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float32,
+    grid: Optional[Tuple[int, int]] = None,
 ) -> Cameras:
     """n random orbit cameras, each value uniform in its (low, high) range; seed via ``generator``.
 
     Elevation is sampled uniformly in degrees (as threestudio and DreamGaussian do), not uniformly
-    on the sphere. Defaults: DreamGaussian's radius 2.5 and fov-y 49.1 degrees.
+    on the sphere. Defaults: DreamGaussian's radius 2.5 and fov-y 49.1 degrees. With
+    ``grid = (n_elevation, n_azimuth)`` the pose is drawn uniformly from ``orbit_grid`` instead
+    (``azimuth`` is then ignored), for worlds whose data exists only at those poses.
     """
     if n <= 0:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -144,8 +159,13 @@ def sample_orbit(
         raise ValueError(f"radius range must be > 0, got {radius}")
     if fovy[0] <= 0 or fovy[1] >= 180:
         raise ValueError(f"fovy range must lie in (0, 180) degrees, got {fovy}")
-    el = _uniform(elevation, n, generator)
-    az = _uniform(azimuth, n, generator)
+    if grid is not None:
+        grid_el, grid_az = orbit_grid(elevation, *grid)
+        pick = torch.randint(0, len(grid_el), (n,), generator=generator)
+        el, az = grid_el[pick], grid_az[pick]
+    else:
+        el = _uniform(elevation, n, generator)
+        az = _uniform(azimuth, n, generator)
     r = _uniform(radius, n, generator)
     fv = _uniform(fovy, n, generator)
     return make_cameras(el, az, r, fv, width, height, dtype)

@@ -104,6 +104,7 @@ class CameraConfig:
     fovy: Tuple[float, float] = (49.1, 49.1)
     resolution: Tuple[Tuple[float, int], ...] = ((0.0, 64),)  # (from fraction of the run, pixels)
     background: str = "white"  # "white", "black", "random" (per step), "mixed" (white or random)
+    grid: Optional[Tuple[int, int]] = None  # (n_elevation, n_azimuth): draw poses from this fixed grid
 
     def resolution_at(self, step: int, total: int) -> int:
         frac = step / max(total, 1)
@@ -148,6 +149,9 @@ class RunConfig:
             raise ValueError(f"seed = {self.seed}: must be a whole number >= 0")
         if self.camera.batch < 1:
             raise ValueError(f"camera.batch = {self.camera.batch}: must be >= 1")
+        if self.camera.grid is not None and (self.camera.radius[0] != self.camera.radius[1]
+                                             or self.camera.fovy[0] != self.camera.fovy[1]):
+            raise ValueError("camera.grid needs one radius and one fovy: set both ends of each range equal")
         if self.camera.background not in ("white", "black", "random", "mixed"):
             raise ValueError(f"camera.background = {self.camera.background!r}: choose white, black, random or mixed")
         for _, res in self.camera.resolution:
@@ -183,7 +187,8 @@ class RunConfig:
 def _shapes() -> RunConfig:
     return RunConfig(preset="shapes", steps=400, reward="shapes-warm",
                      scene=SceneConfig(n_init=1000),
-                     camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),
+                     camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0),
+                                         grid=(5, 24)),
                      guidance=GuidanceConfig(cfg_scale=3.0, tau=0.3, pair_window=(0.0, 0.4), neg_lr=0.05,
                                              neg_every=8, beta=10.0, gamma=1e-3))
 

@@ -107,3 +107,10 @@ class Guidance:
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
         raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, object]:
+        """What a checkpoint needs to continue this guidance exactly: the noise generator's state."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.generator.set_state(state["generator"])

@@ -72,6 +72,19 @@ class PSDGuidance(Guidance):
         self.e_n = torch.nn.Parameter(self.e_ref.detach().clone())
         self.neg_optimizer = torch.optim.Adam([self.e_n], lr=cfg.neg_lr) if cfg.neg_lr > 0 else None
 
+    def state_dict(self) -> Dict[str, object]:
+        state = super().state_dict() | {"e_n": self.e_n.detach().cpu()}
+        if self.neg_optimizer is not None:
+            state["neg_optimizer"] = self.neg_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            self.e_n.copy_(state["e_n"])
+        if self.neg_optimizer is not None:
+            self.neg_optimizer.load_state_dict(state["neg_optimizer"])
+
     # ---- the pair -----------------------------------------------------------------------------
 
     def pair_weight(self, step: int, total: int) -> float:

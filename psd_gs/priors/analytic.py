@@ -16,6 +16,12 @@ It is differentiable in e, so PSD's adaptive negative works unchanged. The encod
 whose latents are 8x smaller than the image: E(x) = 2 avgpool_4(x) - 1 (a 64x64 render gives a
 16x16x3 latent), and D upsamples back (nearest, the exact right inverse of the pooling).
 
+Rendering the K objects from every training camera would cost more than the rest of a step, so the
+shapes preset trains on a fixed grid of poses (``precompute``): mu for every grid pose is rendered
+once, in batches, and kept in a disk cache keyed by everything it depends on. ``set_views`` looks
+cameras up in that table and renders any camera that is not on the grid, so the prior is exact for
+every camera either way.
+
 Prompt embeddings are logits: 0 for the objects the prompt allows, ``MASK`` for the others. MASK is
 finite (never -inf, so softmax and its gradient stay defined) and far larger than the distance
 term, which reaches |z|^2 / (2 s^2) ~ 1e5 at low noise: -1e4 would let a near disallowed object win.
@@ -23,12 +29,16 @@ term, which reaches |z|^2 / (2 s^2) ~ 1e5 at low noise: -1e4 would let a near di
 
 from __future__ import annotations
 
-from typing import Optional
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras
+from ..cameras import Cameras, make_cameras, orbit_grid
 from ..render.torch_backend import rasterize_torch
 from .base import DiffusionPrior
 from .shapes_world import ShapesWorld
@@ -61,7 +71,9 @@ class AnalyticPrior(DiffusionPrior):
         self.objects = objects.to(self.device)
         self.owner = owner.to(self.device)  # [K n] object index of each Gaussian
         self.background = torch.tensor(self.world.background, device=self.device)
+        self.n_per_object = n_per_object
         self.mu: Optional[torch.Tensor] = None  # [B, K, D] float64 latents of the current views
+        self.table: Dict[Tuple, torch.Tensor] = {}  # pose key -> [K, D] float32, filled by precompute
 
     # ---- conditioning -------------------------------------------------------------------------
 
@@ -83,12 +95,50 @@ class AnalyticPrior(DiffusionPrior):
         r = rasterize_torch(self.objects, views, self.background, retain_means2d_grad=False, mask=mask)
         return r.rgb.view(B, K, cams.height, cams.width, 3)
 
-    def set_views(self, cameras: Cameras) -> None:
-        """Render the K objects from the B cameras and keep their latents mu [B, K, D]."""
+    def latents_of_objects(self, cameras: Cameras) -> torch.Tensor:
+        """mu [B, K, D] float32: each object's latent from each camera."""
         rgb = self.render_objects(cameras)
         B, K = rgb.shape[:2]
-        z = self.encode_images(rgb.flatten(0, 1).permute(0, 3, 1, 2))
-        self.mu = z.double().reshape(B, K, -1)
+        return self.encode_images(rgb.flatten(0, 1).permute(0, 3, 1, 2)).reshape(B, K, -1)
+
+    @staticmethod
+    def _key(cameras: Cameras, i: int) -> Tuple:
+        return (cameras.width, cameras.height, round(float(cameras.elevation[i]), 3),
+                round(float(cameras.azimuth[i]) % 360.0, 3), round(float(cameras.radius[i]), 4),
+                round(float(cameras.fovy[i]), 4))
+
+    def precompute(self, elevation: Tuple[float, float], grid: Tuple[int, int], radius: float, fovy: float,
+                   resolution: int, cache_dir: Optional[str] = None, batch: int = 8) -> None:
+        """Fill the table for every pose of ``orbit_grid(elevation, *grid)``, from the disk cache if there.
+
+        The cache file's name hashes the world definition, the object size, the grid and the camera, so
+        a change to any of them computes a new table. Cache folder: ``cache_dir``, else $PSD_GS_CACHE,
+        else ~/.cache/psd_gs.
+        """
+        el, az = orbit_grid(elevation, *grid)
+        cams = make_cameras(el, az, radius, fovy, resolution, resolution)
+        spec = {"world": json.loads(self.world.path.read_text()), "n": self.n_per_object, "grid": list(grid),
+                "elevation": list(elevation), "radius": radius, "fovy": fovy, "res": resolution, "version": 1}
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        folder = Path(cache_dir or os.environ.get("PSD_GS_CACHE") or Path.home() / ".cache" / "psd_gs")
+        path = folder / f"shapes-mu-{digest}.pt"
+        if path.exists():
+            mu = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            mu = torch.cat([self.latents_of_objects(cams[i:i + batch]).cpu() for i in range(0, len(cams), batch)])
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(mu, tmp)
+            tmp.replace(path)
+        self.table.update({self._key(cams, i): mu[i].to(self.device) for i in range(len(cams))})
+
+    def set_views(self, cameras: Cameras) -> None:
+        """Latents mu [B, K, D] of the K objects from the B cameras: from the table, else rendered."""
+        keys = [self._key(cameras, i) for i in range(len(cameras))]
+        if all(k in self.table for k in keys):
+            self.mu = torch.stack([self.table[k] for k in keys]).double()
+        else:
+            self.mu = self.latents_of_objects(cameras).double()
 
     # ---- encoder / decoder ----------------------------------------------------------------------
 

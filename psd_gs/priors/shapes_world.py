@@ -99,7 +99,8 @@ class ShapesWorld:
     """The reference objects, their vocabulary and the prompt-to-subset rule."""
 
     def __init__(self, path: Path = ASSETS):
-        spec = json.loads(Path(path).read_text())
+        self.path = Path(path)
+        spec = json.loads(self.path.read_text())
         self.background: Tuple[float, float, float] = tuple(spec["background"])
         self.colors = {k: tuple(v) for k, v in spec["colors"].items()}
         self.shape_params = spec["shapes"]
