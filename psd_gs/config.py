@@ -74,6 +74,7 @@ class SceneConfig:
     init_radius: float = 0.5  # world units
     init_opacity: float = 0.1
     sh_degree: int = 0  # 0..3
+    color_jitter: Optional[float] = None  # None: random colour per Gaussian; x: one colour per seed +- x
     # Adam learning rates per raw tensor (DreamGaussian's, with its position decay)
     lr_means: float = 1e-3  # at step 0, decayed log-linearly to lr_means_final
     lr_means_final: float = 2e-5
@@ -185,12 +186,13 @@ class RunConfig:
 
 
 def _shapes() -> RunConfig:
+    # Measured (bench/RESULTS.md): densification and CFG above ~2 both cost fidelity in this world.
     return RunConfig(preset="shapes", steps=400, reward="shapes-warm",
-                     scene=SceneConfig(n_init=1000),
+                     scene=SceneConfig(n_init=3000, init_opacity=0.5, densify=False, color_jitter=0.1),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0),
                                          grid=(5, 24)),
-                     guidance=GuidanceConfig(cfg_scale=3.0, tau=0.3, pair_window=(0.0, 0.4), neg_lr=0.05,
-                                             neg_every=8, beta=10.0, gamma=1e-3))
+                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=4.0, tau=0.3, pair_window=(0.0, 0.4),
+                                             neg_lr=0.05, neg_every=8, beta=10.0, gamma=1e-3, lambda_r=1000.0))
 
 
 def _sd() -> RunConfig:

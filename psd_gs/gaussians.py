@@ -95,12 +95,15 @@ class GaussianScene:
         generator: Optional[torch.Generator] = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        color_jitter: Optional[float] = None,
     ) -> "GaussianScene":
         """N Gaussians uniform in a ball of ``radius`` (world units), isotropic, opacity ``init_opacity``.
 
         ``init_scale`` (std-dev, world units) defaults to the mean point spacing
         ``radius * (4/3 pi / N)^(1/3) / 2``, small enough that the init is a cloud, not a blob.
-        Colours are uniform random in [0, 1]; higher SH bands start at zero. Deterministic given
+        Colours are uniform random in [0, 1] per Gaussian, or, with ``color_jitter``, one random colour
+        for the whole cloud plus uniform noise of that half-width per Gaussian (so the cloud's overall
+        colour differs between seeds). Higher SH bands start at zero. Deterministic given
         ``generator`` (a CPU generator; tensors are moved to ``device`` afterwards).
         """
         if n <= 0:
@@ -120,7 +123,11 @@ class GaussianScene:
         quats[:, 0] = 1.0
         log_scales = torch.full((n, 3), math.log(init_scale), dtype=torch.float64)
         opacity_logits = torch.full((n,), math.log(init_opacity / (1.0 - init_opacity)), dtype=torch.float64)
-        sh0 = rgb_to_sh0(torch.rand(n, 1, 3, generator=g, dtype=torch.float64))
+        rgb = torch.rand(n, 1, 3, generator=g, dtype=torch.float64)
+        if color_jitter is not None:
+            base = torch.rand(3, generator=g, dtype=torch.float64)
+            rgb = (base + color_jitter * (2 * rgb - 1)).clamp(0.0, 1.0)
+        sh0 = rgb_to_sh0(rgb)
         scene = cls(means, quats, log_scales, opacity_logits, sh0, None, sh_degree)
         return scene.to(device, dtype)
 

@@ -177,7 +177,7 @@ def save_turntable(scene: GaussianScene, cfg: RunConfig, path: Path, res: int) -
     cams = turntable(cfg.turntable_views, res, res, elevation=20.0, radius=float(np.mean(cfg.camera.radius)),
                      fovy=float(np.mean(cfg.camera.fovy))).to(scene.device)
     with torch.no_grad():
-        frames = to_uint8(torch.cat([rasterize(scene, cams[i], 1.0).rgb for i in range(len(cams))]))
+        frames = to_uint8(rasterize(scene, cams, 1.0).rgb)
     iio.imwrite(path, frames, fps=12, codec="libx264", macro_block_size=1)
     return path
 
@@ -222,25 +222,26 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
     cfg.check()
     device = resolve_device(cfg.device)
-    if resume is None:
-        out_dir = new_run_dir(cfg)
-        (out_dir / "config.json").write_text(cfg.to_json())
     cancel = cancel or threading.Event()
 
-    # 2. Prior, reward, guidance
+    # 2. Prior, reward, guidance (before the run folder exists: a load error leaves nothing behind)
     prior = build_prior(cfg, device)
     if cfg.camera.grid is not None and hasattr(prior, "precompute"):
         for _, res in cfg.camera.resolution:
             prior.precompute(cfg.camera.elevation, cfg.camera.grid, cfg.camera.radius[0], cfg.camera.fovy[0], res)
     reward = build_reward(cfg, device) if cfg.guidance.method != "sds" else None
     guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
+    if resume is None:
+        out_dir = new_run_dir(cfg)
+        (out_dir / "config.json").write_text(cfg.to_json())
 
     # 3. Scene, optimisers, densification; seeded generators for every random draw
     torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator
     gens = {"scene": torch.Generator().manual_seed(cfg.seed), "camera": torch.Generator().manual_seed(cfg.seed + 1),
             "background": torch.Generator().manual_seed(cfg.seed + 2)}
     scene = GaussianScene.random(cfg.scene.n_init, radius=cfg.scene.init_radius, sh_degree=cfg.scene.sh_degree,
-                                 init_opacity=cfg.scene.init_opacity, generator=gens["scene"], device=device)
+                                 init_opacity=cfg.scene.init_opacity, generator=gens["scene"], device=device,
+                                 color_jitter=cfg.scene.color_jitter)
     optimizers = make_optimizers(scene, cfg)
     strategy = make_strategy(cfg)
     strategy.check_sanity(scene.params, optimizers)
