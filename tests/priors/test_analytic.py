@@ -1,0 +1,99 @@
+"""The shapes world's closed-form prior (DESIGN.md section 5)."""
+
+import math
+
+import pytest
+import torch
+
+from psd_gs.cameras import make_cameras, sample_orbit
+from psd_gs.priors.analytic import MASK, AnalyticPrior
+from psd_gs.priors.shapes_world import ShapesWorld
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return AnalyticPrior(n_per_object=150)
+
+
+def test_prompt_selects_objects_by_words(prior):
+    world = prior.world
+    names = lambda idx: sorted(world.objects[k].name for k in idx)  # noqa: E731
+    assert names(world.select("a red cube")) == ["red cube"]
+    assert names(world.select("A CUBE")) == ["blue cube", "green cube", "red cube", "yellow cube"]
+    assert names(world.select("blue shapes")) == ["blue cone", "blue cube", "blue sphere"]
+    assert len(world.select("a shape")) == len(world) == 12
+    e = prior.encode_prompt("a cube")
+    cubes = [k for k, o in enumerate(world.objects) if o.shape == "cube"]
+    assert e.shape == (1, 12) and (e[0, cubes] == 0).all()
+    assert (e[0, [k for k in range(12) if k not in cubes]] == MASK).all() and torch.isfinite(e).all()
+    assert (prior.encode_prompt("") == 0).all()  # unconditional: every object
+    with pytest.raises(ValueError, match="does not know.*dog"):
+        prior.encode_prompt("a dog")
+    with pytest.raises(ValueError, match="no object"):
+        prior.encode_prompt("a purple cube")
+
+
+def test_noise_prediction_is_the_mixture_score(prior, generator):
+    """eps = -sqrt(1 - a_t) grad log p_t(z_t) for the Gaussian mixture, checked with autograd."""
+    cams = sample_orbit(2, 32, 32, generator=generator)
+    prior.set_views(cams)
+    D = prior.mu.shape[-1]
+    e = prior.encode_prompt("a cube").expand(4, -1)
+    t = torch.tensor([50, 300, 700, 950, 50, 300, 700, 950][:4])
+    z = (prior.mu[torch.arange(4) % 2, 1] + 0.3 * torch.randn(4, D, generator=generator, dtype=torch.float64))
+    z = z.view(4, 3, 8, 8).requires_grad_(True)
+    a = prior.alphas_cumprod[t].double()
+    v = a * prior.data_std ** 2 + 1 - a
+    mu = prior.mu[torch.arange(4) % 2]  # [4, K, D]
+    d2 = (z.reshape(4, 1, D) - a.sqrt()[:, None, None] * mu).square().sum(-1)
+    logp = torch.logsumexp(torch.log_softmax(e.double(), -1) - d2 / (2 * v[:, None]), -1)
+    (grad,) = torch.autograd.grad(logp.sum(), z)
+    expected = -(1 - a).sqrt()[:, None, None, None] * grad
+    eps = prior.predict_noise(z.detach().float(), t, e)
+    assert torch.allclose(eps.double(), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_prediction_is_differentiable_in_the_embedding(prior, generator):
+    prior.set_views(sample_orbit(1, 32, 32, generator=generator))
+    e = torch.zeros(2, 12, requires_grad=True)
+    z = torch.randn(2, 3, 8, 8, generator=generator)
+    prior.predict_noise(z, torch.tensor([800, 800]), e).square().sum().backward()
+    assert e.grad.abs().sum() > 0
+
+
+def test_encoder_pools_and_decoder_upsamples(prior, generator):
+    x = torch.rand(2, 3, 32, 32, generator=generator)
+    z = prior.encode_images(x)
+    assert z.shape == (2, 3, 8, 8) and z.min() >= -1 and z.max() <= 1
+    assert torch.allclose(z[0, :, 0, 0], 2 * x[0, :, :4, :4].mean((1, 2)) - 1, atol=1e-6)
+    y = prior.decode_latents(z)
+    assert y.shape == x.shape and torch.allclose(prior.encode_images(y), z, atol=1e-6)
+
+
+def test_grid_table_equals_rendering_and_is_cached(tmp_path, monkeypatch):
+    p = AnalyticPrior(n_per_object=150)
+    p.precompute((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.glob("shapes-mu-*.pt"))) == 1 and len(p.table) == 8
+    cams = make_cameras(30.0, -90.0, 2.0, 49.1, 32, 32)  # on the grid (azimuth 270 = -90)
+    p.set_views(cams)
+    from_table = p.mu.clone()
+    p.table.clear()
+    p.set_views(cams)
+    assert torch.allclose(from_table, p.mu, atol=1e-6)
+    q = AnalyticPrior(n_per_object=150)
+    monkeypatch.setattr(q, "latents_of_objects", lambda c: (_ for _ in ()).throw(AssertionError("re-rendered")))
+    q.precompute((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path))  # loads, does not render
+    assert len(q.table) == 8
+
+
+def test_world_objects_are_deterministic_and_distinct():
+    w = ShapesWorld()
+    a, b = w.build(0, 200), w.build(0, 200)
+    assert torch.equal(a.means, b.means) and torch.equal(a.sh0, b.sh0)
+    assert len({o.name for o in w.objects}) == len(w) >= 8
+    assert len({o.shape for o in w.objects}) >= 4 and len({o.color for o in w.objects}) >= 4
+    for k in range(len(w)):
+        m = w.build(k, 200).means.detach()
+        assert 0.3 < m.norm(dim=-1).max() < 0.65  # every object about the same size, centred
+        assert m.mean(0).abs().max() < 0.1 or w.objects[k].shape == "cone"
+    assert math.isclose(w.area(4), 4 * math.pi * 0.45 ** 2)

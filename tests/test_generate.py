@@ -1,0 +1,156 @@
+"""The generation loop on the shapes preset: events, outputs, determinism, resume, cancel, NaN, OOM."""
+
+import json
+
+import pytest
+import torch
+
+import psd_gs.generate as gen
+from psd_gs.config import preset
+from psd_gs.gaussians import PARAM_NAMES
+from psd_gs.generate import CancelToken, GenerationError, Progress, Result, generate, run
+from psd_gs.ply import load_ply
+
+
+@pytest.fixture(autouse=True)
+def shapes_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PSD_GS_CACHE", str(tmp_path_factory.getbasetemp() / "psd_gs_cache"))
+
+
+def small(tmp_path, **overrides):
+    cfg = preset("shapes", prompt="a cube", steps=16, seed=3, out_dir=str(tmp_path / "runs"), preview_every=5,
+                 turntable_views=2)
+    cfg.camera.resolution = ((0.0, 32),)
+    cfg.scene.n_init = 300
+    cfg.guidance.method = "psd"
+    cfg.guidance.neg_every = 4
+    for key, value in overrides.items():
+        obj, name = (cfg, key) if "." not in key else (getattr(cfg, key.split(".")[0]), key.split(".")[1])
+        setattr(obj, name, value)
+    return cfg
+
+
+def scene_tensors(scene):
+    return [scene.params[k].detach().clone() for k in PARAM_NAMES]
+
+
+def test_events_and_outputs(tmp_path):
+    events = list(generate(small(tmp_path)))
+    progress, result = events[:-1], events[-1]
+    assert isinstance(result, Result) and all(isinstance(e, Progress) for e in progress)
+    assert [e.step for e in progress] == list(range(1, 17)) and progress[-1].total == 16
+    assert [e.step for e in progress if e.preview is not None] == [5, 10, 15, 16]
+    assert progress[4].preview.shape == (32, 32, 3) and progress[4].preview.dtype.name == "uint8"
+    assert "loss_sds" in progress[0].logs and "gap" in progress[0].logs  # step 0 is in the pair window
+    out = result.out_dir
+    assert out.parent == tmp_path / "runs" and "a-cube-psd-seed3" in out.name
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "scene.ply", "turntable.mp4"]
+    assert json.loads((out / "config.json").read_text())["prompt"] == "a cube"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_done"] == 16 and not metrics["cancelled"] and metrics["n_gaussians"] == 300
+    loaded = load_ply(result.ply_path)
+    assert all(torch.equal(a, b) for a, b in zip(scene_tensors(loaded), scene_tensors(result.scene)))
+    assert (out / "turntable.mp4").stat().st_size > 1000
+
+
+def test_same_seed_same_scene_and_other_seed_differs(tmp_path):
+    a = run(small(tmp_path)).scene
+    b = run(small(tmp_path)).scene
+    c = run(small(tmp_path, seed=4)).scene
+    assert all(torch.equal(x, y) for x, y in zip(scene_tensors(a), scene_tensors(b)))
+    assert not torch.equal(a.means, c.means)
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = run(small(tmp_path, checkpoint_every=8)).scene
+    cancel = CancelToken()
+    for event in generate(small(tmp_path, checkpoint_every=8), cancel=cancel):
+        if isinstance(event, Progress) and event.step == 8:
+            cancel.set()
+        if isinstance(event, Result):
+            first = event
+    assert first.cancelled and first.metrics["steps_done"] == 8
+    resumed = run(None, resume=first.out_dir)
+    assert resumed.metrics["steps_done"] == 16 and resumed.out_dir == first.out_dir
+    assert all(torch.equal(x, y) for x, y in zip(scene_tensors(resumed.scene), scene_tensors(straight)))
+
+
+def test_cancel_keeps_what_exists(tmp_path):
+    cancel = CancelToken()
+    steps = []
+    for event in generate(small(tmp_path, steps=50), cancel=cancel):
+        if isinstance(event, Progress):
+            steps.append(event.step)
+            if event.step == 3:
+                cancel.set()
+        else:
+            result = event
+    assert steps == [1, 2, 3] and result.cancelled and result.metrics["steps_done"] == 3
+    assert load_ply(result.ply_path).means.shape == (300, 3)
+
+
+def test_nan_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    from psd_gs.guidance.psd import PSDGuidance
+
+    original = PSDGuidance.step
+
+    def flaky(self, render, cams, step, total):
+        out = original(self, render, cams, step, total)
+        if step in (2, 3) or step >= 6:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(PSDGuidance, "step", flaky)
+    logs = []
+    with pytest.raises(GenerationError, match="not finite for 5 steps") as err:
+        for event in generate(small(tmp_path, steps=40)):
+            logs.append(event.logs)
+    assert [l.get("skipped_nan", 0.0) for l in logs[:6]] == [0, 0, 1, 1, 0, 0]
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert str(run_dir) in str(err.value)
+    scene = load_ply(run_dir / "scene.ply")  # the last good scene, finite
+    assert all(torch.isfinite(t).all() for t in scene_tensors(scene))
+
+
+def test_out_of_memory_is_a_clear_error(tmp_path, monkeypatch):
+    real = gen.rasterize
+
+    def oom_at_step_two(scene, cams, bg):
+        oom_at_step_two.calls += 1
+        if oom_at_step_two.calls == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(scene, cams, bg)
+
+    oom_at_step_two.calls = 0
+    monkeypatch.setattr(gen, "rasterize", oom_at_step_two)
+    with pytest.raises(GenerationError, match="out of memory at step 2.*lower camera.batch"):
+        run(small(tmp_path))
+    assert (next((tmp_path / "runs").iterdir()) / "scene.ply").exists()
+
+
+def test_densification_and_our_opacity_reset_run_in_the_loop(tmp_path, monkeypatch):
+    resets = []
+    real_reset = gen.reset_opa
+    monkeypatch.setattr(gen, "reset_opa", lambda *a, **k: (resets.append(1), real_reset(*a, **k)))
+    cfg = small(tmp_path, steps=30)
+    cfg.scene.densify, cfg.scene.densify_from, cfg.scene.densify_until = True, 0.1, 0.9
+    cfg.scene.densify_every, cfg.scene.grow_grad2d, cfg.scene.opacity_reset_every = 5, 1e-7, 10
+    counts = [e.n_gaussians for e in generate(cfg) if isinstance(e, Progress)]
+    assert counts[0] == 300 and max(counts) > 300  # grew by clone/split
+    assert len(resets) == 2  # steps 10 and 20, below refine_stop_iter 27
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("prompt", "   ", "prompt is empty"), ("prompt", "a cube " * 60, "characters"),
+    ("steps", 0, "steps"), ("preset", "dalle", "preset"),
+])
+def test_bad_config_fails_before_any_folder_exists(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        run(small(tmp_path, **{field: value}))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_words_in_the_shapes_world_fail_before_any_folder_exists(tmp_path):
+    with pytest.raises(ValueError, match="does not know"):
+        run(small(tmp_path, prompt="a dog"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
