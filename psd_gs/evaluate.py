@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ def score(images: torch.Tensor, reward, prompt: str) -> torch.Tensor:
 
 
 def shapes_report(scene: GaussianScene, prompt: str, reward, cams: Cameras, world=None) -> Dict[str, object]:
-    """Fidelity and hit in the shapes world: which allowed object formed, how closely, and was it preferred."""
+    """The scene's mean reward over the views, and fidelity and hit in the shapes world: which allowed
+    object formed (highest PSNR), how closely (that PSNR, dB), and whether the reward prefers it."""
     from .priors.shapes_world import ShapesWorld
 
     world = world or ShapesWorld()
@@ -61,12 +62,13 @@ def shapes_report(scene: GaussianScene, prompt: str, reward, cams: Cameras, worl
         rewards[world.objects[k].name] = score(ref, reward, prompt).mean().item()
     nearest = max(fidelity, key=fidelity.get)
     preferred = max(rewards, key=rewards.get)
-    return {"nearest": nearest, "psnr": fidelity[nearest], "preferred": preferred, "hit": nearest == preferred,
-            "psnr_per_object": fidelity, "reward_per_object": rewards}
+    return {"reward": score(views, reward, prompt).mean().item(), "nearest": nearest, "psnr": fidelity[nearest],
+            "preferred": preferred, "hit": nearest == preferred, "psnr_per_object": fidelity,
+            "reward_per_object": rewards}
 
 
-def contact_sheet(images: torch.Tensor, captions: Optional[List[str]] = None) -> np.ndarray:
-    """Views [V, H, W, 3] side by side as one uint8 image [H, V W, 3] (captions are for the JSON)."""
+def contact_sheet(images: torch.Tensor) -> np.ndarray:
+    """Views [V, H, W, 3] side by side as one uint8 image [H, V W, 3]."""
     return (torch.cat(list(images.cpu()), dim=1) * 255).round().to(torch.uint8).numpy()
 
 
@@ -76,14 +78,17 @@ def evaluate(scene: GaussianScene, prompt: str, rewards: Dict[str, object], cams
     """Score ``scene`` from ``cams`` with each reward (name -> RewardModel); with ``shapes``, add the
     shapes-world report. Writes evaluation.json and views.png into ``out_dir`` when given."""
     views = render_views(scene, cams, background)
-    report: Dict[str, object] = {"prompt": prompt, "views": len(cams),
-                                 "azimuths": [round(a, 2) for a in cams.azimuth.tolist()], "rewards": {}}
+    report: Dict[str, object] = {"prompt": prompt, "views": len(cams), "resolution": cams.width,
+                                 "elevation": round(float(cams.elevation[0]), 2),
+                                 "azimuths": [round(a, 2) for a in cams.azimuth.tolist()],
+                                 "radius": round(float(cams.radius[0]), 4), "fovy": round(float(cams.fovy[0]), 4),
+                                 "rewards": {}}
     for name, model in rewards.items():
         per_view = score(views, model, prompt)
         report["rewards"][name] = {"mean": per_view.mean().item(), "per_view": per_view.tolist()}
     if shapes:
         model = reward_for_shapes or next(iter(rewards.values()))
-        report["shapes"] = shapes_report(scene, prompt, model, cams)
+        report["shapes"] = shapes_report(scene, prompt, model, cams) | {"judged_by": getattr(model, "name", "")}
     if out_dir is not None:
         import imageio.v3 as iio
 

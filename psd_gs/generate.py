@@ -328,6 +328,12 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
     metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
                "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
                "nan_steps_skipped": nan_total, "last_logs": logs}
+    if cfg.preset == "shapes":  # cheap here: the final reward and fidelity over 8 orbit views
+        from .evaluate import eval_cameras, shapes_report
+
+        judge = reward or build_reward(cfg, device)
+        metrics["evaluation"] = shapes_report(scene, cfg.prompt, judge, eval_cameras(
+            8, res, cfg.camera.radius[0], cfg.camera.fovy[0])) | {"judged_by": cfg.reward}
     yield _export(scene, cfg, out_dir, res, metrics, cancelled)
 
 

@@ -154,3 +154,12 @@ def test_unknown_words_in_the_shapes_world_fail_before_any_folder_exists(tmp_pat
     with pytest.raises(ValueError, match="does not know"):
         run(small(tmp_path, prompt="a dog"))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_shapes_metrics_include_the_evaluation(tmp_path):
+    result = run(small(tmp_path))
+    ev = json.loads(result.metrics_path.read_text())["evaluation"]
+    assert ev["judged_by"] == "shapes-warm" and ev["preferred"] == "red cube"
+    assert ev["nearest"] in ev["psnr_per_object"] and set(ev["psnr_per_object"]) == {
+        "red cube", "yellow cube", "green cube", "blue cube"}
+    assert -1.0 < ev["reward"] < 1.0 and ev["psnr"] == max(ev["psnr_per_object"].values())
