@@ -188,7 +188,7 @@ class RunConfig:
 def _shapes() -> RunConfig:
     # Measured (bench/RESULTS.md): densification and CFG above ~2 both cost fidelity in this world.
     return RunConfig(preset="shapes", steps=400, reward="shapes-warm",
-                     scene=SceneConfig(n_init=3000, init_opacity=0.5, densify=False, color_jitter=0.1),
+                     scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0),
                                          grid=(5, 24)),
                      guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=4.0, tau=0.3, pair_window=(0.0, 0.4),
