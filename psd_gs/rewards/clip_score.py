@@ -22,11 +22,9 @@ import os
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .base import RewardModel
-from .preprocess import broadcast_prompts, check_images, clip_preprocess
-from .weights import freeze, load_into, load_state_dict, resolve_device, resolve_dtype, resolve_weights
+from .clip_like import ClipLikeReward
+from .weights import load_into, load_state_dict, resolve_weights
 
 CLIP_REPO = "timm/vit_large_patch14_clip_224.openai"
 # open_clip's names for a full CLIP checkpoint on the hub, in its order of preference.
@@ -82,46 +80,19 @@ def load_open_clip(weights: str | os.PathLike, filenames: str | Sequence[str], r
     return model, tokenizer
 
 
-class OpenClipReward(RewardModel):
-    """score = scale * cos(E_img(image), E_txt(prompt)) with a frozen open_clip CLIP model.
-
-    Image features are differentiable in the images; text features are computed once per distinct
-    prompt (no grad) and cached on the model's device as float32 unit vectors.
-    """
+class OpenClipReward(ClipLikeReward):
+    """score = scale * cos(E_img(image), E_txt(prompt)) with a frozen open_clip CLIP model."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, name: str, scale: float = 1.0,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        super().__init__(model, tokenizer, scale, device, dtype)
         self.name = name
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = freeze(model).to(device=self.device, dtype=self.dtype)
-        self.tokenizer = tokenizer
-        self.scale = float(scale)
-        self._text_cache: dict[str, torch.Tensor] = {}
 
-    @torch.no_grad()
-    def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, D] float32 unit vectors for ``prompts`` (cached per prompt), on ``self.device``."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if missing:
-            # Cached features must outlive an inference_mode() caller: build them as normal tensors.
-            with torch.inference_mode(False):
-                tokens = self.tokenizer(missing).to(self.device)
-                feats = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-                self._text_cache.update(zip(missing, feats))
-        return torch.stack([self._text_cache[p] for p in prompts])
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(prompts).to(self.device))
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, D] float32 unit vectors, differentiable."""
-        x = clip_preprocess(images.to(self.device)).to(self.dtype)
-        return F.normalize(self.model.encode_image(x).float(), dim=-1)
-
-    def score(self, images: torch.Tensor, prompts: str | Sequence[str]) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1]; prompts: one or B strings. Returns [B] float32 on images' device."""
-        check_images(images)
-        prompts = broadcast_prompts(prompts, images.shape[0])
-        cos = (self.image_features(images) * self.text_features(prompts)).sum(dim=-1)
-        return (self.scale * cos).to(images.device)
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
 
 
 def load_clip_score(weights: str | os.PathLike = CLIP_REPO, *,

@@ -14,14 +14,12 @@ projected embedding is its ``pooler_output``.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .base import RewardModel
-from .preprocess import broadcast_prompts, check_images, clip_preprocess
-from .weights import freeze, resolve_device, resolve_dtype, resolve_folder
+from .clip_like import ClipLikeReward
+from .weights import resolve_folder
 
 PICKSCORE_REPO = "yuvalkirstain/PickScore_v1"
 PICKSCORE_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -31,50 +29,28 @@ TOKENIZER_FILES = ("tokenizer.json",)
 MAX_LENGTH = 77
 
 
-class PickScoreReward(RewardModel):
-    """score = exp(logit_scale) * cos(E_img(image), E_txt(prompt)) with a frozen transformers CLIPModel.
-
-    Text features are computed once per distinct prompt (no grad) and cached as float32 unit vectors.
-    """
+class PickScoreReward(ClipLikeReward):
+    """score = exp(logit_scale) * cos(E_img(image), E_txt(prompt)) with a frozen transformers CLIPModel."""
 
     name = "pickscore"
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None):
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = freeze(model).to(device=self.device, dtype=self.dtype)
-        self.tokenizer = tokenizer
-        self.logit_scale = float(model.logit_scale.detach().float().exp())
-        self._text_cache: dict[str, torch.Tensor] = {}
+        super().__init__(model, tokenizer, float(model.logit_scale.detach().float().exp()), device, dtype)
 
-    @torch.no_grad()
-    def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, D] float32 unit vectors for ``prompts`` (cached per prompt), on ``self.device``."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if missing:
-            # Cached features must outlive an inference_mode() caller: build them as normal tensors.
-            with torch.inference_mode(False):
-                inputs = self.tokenizer(missing, padding=True, truncation=True, max_length=MAX_LENGTH,
-                                        return_tensors="pt").to(self.device)
-                out = self.model.get_text_features(input_ids=inputs["input_ids"],
-                                                   attention_mask=inputs["attention_mask"])
-                feats = F.normalize(out.pooler_output.float(), dim=-1)
-                self._text_cache.update(zip(missing, feats))
-        return torch.stack([self._text_cache[p] for p in prompts])
+    @property
+    def logit_scale(self) -> float:
+        """exp(logit_scale) of the checkpoint: the cosine's multiplier."""
+        return self.scale
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, D] float32 unit vectors, differentiable."""
-        x = clip_preprocess(images.to(self.device)).to(self.dtype)
-        out = self.model.get_image_features(pixel_values=x)
-        return F.normalize(out.pooler_output.float(), dim=-1)
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        inputs = self.tokenizer(prompts, padding=True, truncation=True, max_length=MAX_LENGTH,
+                                return_tensors="pt").to(self.device)
+        out = self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        return out.pooler_output
 
-    def score(self, images: torch.Tensor, prompts: str | Sequence[str]) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1]; prompts: one or B strings. Returns [B] float32 on images' device."""
-        check_images(images)
-        prompts = broadcast_prompts(prompts, images.shape[0])
-        cos = (self.image_features(images) * self.text_features(prompts)).sum(dim=-1)
-        return (self.logit_scale * cos).to(images.device)
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixels).pooler_output
 
 
 def load_pickscore(weights: str | os.PathLike = PICKSCORE_REPO, tokenizer: str | os.PathLike = PICKSCORE_TOKENIZER,
