@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
@@ -104,6 +104,29 @@ def new_run_dir(cfg: RunConfig) -> Path:
         except FileExistsError:
             continue
     raise GenerationError(f"could not create a new run folder under {root}")
+
+
+RUN_DIR_PATTERN = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+-(sds|psd|reward_grad)-seed\d+(-\d+)?$")
+
+
+def clean_old_runs(root: Path, max_age_seconds: float) -> List[Path]:
+    """Delete run folders directly below ``root`` older than ``max_age_seconds``; returns them.
+
+    Only folders whose name follows ``new_run_dir``'s pattern and that hold a config.json are touched,
+    so nothing else that happens to live below ``root`` is ever removed.
+    """
+    import shutil
+
+    removed = []
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for path in root.iterdir():
+        if (path.is_dir() and RUN_DIR_PATTERN.match(path.name) and (path / "config.json").exists()
+                and now - path.stat().st_mtime > max_age_seconds):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def build_prior(cfg: RunConfig, device: torch.device):

@@ -1,6 +1,8 @@
-"""The Gradio app: the page builds, and a real server serves it and renders through its API."""
+"""The Gradio app: page and config checks in-process, a real server driven through gradio_client,
+and a real browser (Debian's Chromium through Playwright) that watches a run and sees the splat."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,18 +13,39 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from PIL import Image
 
 import app
+from psd_gs.ply import load_ply
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
+CHROMIUM = "/usr/bin/chromium"
+# values for app.make_config / the /generate endpoint, in order (prompt .. lambda_r)
+SMALL = ["a cube", "", "PSD (preference score distillation)", "shapes-warm", 1.5, 4.0, 0.05, 20, 0, "32",
+         0.3, 0.4, 4, 10.0, 1000.0]
 
 
-def test_build_demo_builds():
-    demo = app.build_demo()
-    assert isinstance(demo, gr.Blocks)
-    assert demo.title == app.TITLE
+def test_build_demo_builds_for_the_shapes_world():
+    demo = app.build_demo("shapes", "test", runs_root="unused")
+    assert isinstance(demo, gr.Blocks) and demo.title == app.TITLE
+
+
+def test_make_config_maps_the_page_and_names_bad_values():
+    cfg = app.make_config("shapes", "runs", *SMALL)
+    assert cfg.guidance.method == "psd" and cfg.steps == 20 and cfg.camera.resolution == ((0.0, 32),)
+    assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0
+    for index, value, match in [(0, "  ", "prompt is empty"), (2, "DDIM", "method"), (8, -1, "seed"),
+                                (7, 0, "steps"), (4, 0.5, "cfg_scale"), (10, 0.0, "tau")]:
+        values = list(SMALL)
+        values[index] = value
+        with pytest.raises(ValueError, match=match):
+            app.make_config("shapes", "runs", *values)
+
+
+def test_choose_world_without_cuda_is_shapes(monkeypatch):
+    monkeypatch.delenv("PSD_GS_PRESET", raising=False)
+    world, why = app.choose_world()
+    assert world == "shapes" and "CUDA" in why
 
 
 def _free_port() -> int:
@@ -31,61 +54,97 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.status, resp.read().decode("utf-8", errors="replace")
-
-
-@pytest.fixture
-def server(tmp_path):
-    """``python app.py`` on a free 127.0.0.1 port; yields its URL once it answers, stops it after."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``python app.py`` on a free 127.0.0.1 port (shapes world); yields (url, runs root); stopped after."""
+    tmp = tmp_path_factory.mktemp("app")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    log_path = tmp_path / "app.log"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log_path = tmp / "app.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PSD_GS_PRESET="shapes",
+               PSD_GS_CACHE=str(tmp_path_factory.getbasetemp() / "psd_gs_cache"))
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
+                                 "--runs", str(tmp / "runs")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"app.py exited with {proc.returncode} before serving:\n{log_path.read_text()}")
             try:
-                status, _ = _get(url, timeout=2.0)
-                if status == 200:
-                    break
+                with urllib.request.urlopen(url, timeout=2.0) as resp:
+                    if resp.status == 200:
+                        break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not serve {url} within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
+                pytest.fail(f"app.py did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
             time.sleep(0.5)
-        yield url
+        yield url, tmp / "runs"
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
 
 
-def test_server_serves_page_and_renders(server, tmp_path):
+def test_client_generates_downloads_and_survives_bad_input(server):
     from gradio_client import Client
 
-    status, html = _get(server)
-    assert status == 200
-    assert app.TITLE in html
+    url, runs = server
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="prompt is empty"):
+        client.predict(False, "", *SMALL[1:], api_name="/generate")
+    with pytest.raises(Exception, match="does not know"):
+        client.predict(False, "a dog", *SMALL[1:], api_name="/generate")
+    out = client.predict(False, *SMALL, api_name="/generate")
+    status, ply = out[0], out[4]
+    assert "Done: 20 / 20 steps" in status and "reward" in status
+    scene = load_ply(ply)  # the downloaded .ply reads back
+    assert scene.means.shape == (3000, 3)
+    folders = list(runs.iterdir())
+    assert len(folders) == 1 and (folders[0] / "scene.ply").exists()  # bad requests left no folder
 
-    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
-    result = client.predict(3, api_name="/render")
 
-    assert isinstance(result, (list, tuple)) and len(result) == app.N_VIEWS
-    for item in result:
-        path = item["image"] if isinstance(item, dict) else item
-        path = path["path"] if isinstance(path, dict) else path
-        with Image.open(path) as img:
-            assert img.size == (app.IMAGE_SIZE, app.IMAGE_SIZE)
-            pixels = img.convert("RGB").getextrema()
-        # a random scene on a white background: some pixel is not white
-        assert min(lo for lo, _ in pixels) < 255
+def test_browser_watches_a_run_and_sees_the_splat(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
+    url, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(url)
+            page.locator("#prompt textarea").fill("a sphere")
+            page.locator("#generate").click()
+            previews = set()
+            deadline = time.monotonic() + 120
+            while len(previews) < 2 and time.monotonic() < deadline:
+                img = page.locator("#preview img")
+                if img.count():
+                    previews.add(img.first.get_attribute("src"))
+                time.sleep(0.3)
+            assert len(previews) >= 2, "the live render never changed"
+            page.screenshot(path=str(tmp_path / "mid-run.png"), full_page=True)
+            if os.environ.get("PSD_GS_SCREENSHOT"):
+                shutil.copy(tmp_path / "mid-run.png", os.environ["PSD_GS_SCREENSHOT"])
+            page.locator("#status").get_by_text("Done").wait_for(timeout=180_000)
+            canvas = page.locator("#model3d canvas").first
+            canvas.wait_for(timeout=60_000)
+            time.sleep(3)
+            shot = tmp_path / "splat.png"
+            canvas.screenshot(path=str(shot))
+            from PIL import Image
+            import numpy as np
+
+            pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+            values, counts = np.unique(pixels, axis=0, return_counts=True)
+            background = values[counts.argmax()]
+            drawn = (np.abs(pixels.astype(int) - background).sum(1) > 30).mean()
+            assert drawn > 0.01, f"the 3D viewer drew nothing ({drawn:.4f} of pixels differ from its background)"
+        finally:
+            browser.close()

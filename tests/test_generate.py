@@ -163,3 +163,22 @@ def test_shapes_metrics_include_the_evaluation(tmp_path):
     assert ev["nearest"] in ev["psnr_per_object"] and set(ev["psnr_per_object"]) == {
         "red cube", "yellow cube", "green cube", "blue cube"}
     assert -1.0 < ev["reward"] < 1.0 and ev["psnr"] == max(ev["psnr_per_object"].values())
+
+
+def test_clean_old_runs_removes_only_old_run_folders(tmp_path):
+    import os
+    import time as _time
+
+    from psd_gs.generate import clean_old_runs
+
+    old = tmp_path / "20260101-000000-a-cube-psd-seed0"
+    new = tmp_path / "20261125-120000-a-cube-sds-seed1"
+    other = tmp_path / "my-notes"
+    for d in (old, new, other):
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+    past = _time.time() - 3 * 3600
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert clean_old_runs(tmp_path, 3600) == [old]
+    assert not old.exists() and new.exists() and other.exists()
