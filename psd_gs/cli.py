@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_bench(sub)
+    _add_fetch_weights(sub)
     return parser
 
 
@@ -191,6 +192,47 @@ def _add_bench(sub) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="passed on to the script unchanged, e.g. --help (default: none)")
     p.set_defaults(func=cmd_bench)
+
+
+def _add_fetch_weights(sub) -> None:
+    p = sub.add_parser(
+        "fetch-weights", formatter_class=_Formatter,
+        help="download every checkpoint a preset and its rewards need, for offline runs (HF_HUB_OFFLINE=1)",
+        description=_para("List the Hugging Face files the chosen preset's prior and the chosen rewards load, say "
+                          "which are already in the local cache, and download the missing ones (unless "
+                          "--check). Afterwards runs with HF_HUB_OFFLINE=1 never touch the network."),
+        epilog="examples:\n  python -m psd_gs fetch-weights --preset sd --rewards hpsv2\n"
+               "  python -m psd_gs fetch-weights --preset sd --rewards hpsv2,pickscore,aesthetic,clip --check")
+    p.add_argument("--preset", default="sd", choices=sorted(PRESETS), help="whose prior to fetch (default: sd)")
+    p.add_argument("--rewards", default="hpsv2", help="comma-separated reward names (default: hpsv2)")
+    p.add_argument("--check", action="store_true", help="only report what is present and missing (default: fetch)")
+    p.set_defaults(func=cmd_fetch_weights)
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from .fetch import fetch, required_files, status
+
+    # 1. Check inputs: the reward names and the preset resolve to a list of hub files
+    rewards = [r.strip() for r in args.rewards.split(",") if r.strip()]
+    files = required_files(args.preset, rewards)
+    present, missing = status(files)
+    for repo, name in present:
+        print(f"present  {repo}/{name}")
+    for repo, name in missing:
+        print(f"missing  {repo}/{name}")
+    print(f"{len(present)} present, {len(missing)} missing")
+    if args.check or not missing:
+        return EXIT_OK if not missing else EXIT_ERROR
+
+    # 2. Download what is missing
+    failed = fetch(missing)
+    for (repo, name), why in failed:
+        print(f"failed   {repo}/{name}: {why}", file=sys.stderr)
+    if failed:
+        raise CLIError(f"{len(failed)} of {len(missing)} files could not be fetched (offline? HF_HUB_OFFLINE set? "
+                       "a gated repo needs `hf auth login`)")
+    print(f"fetched {len(missing)} files; runs can now use HF_HUB_OFFLINE=1")
+    return EXIT_OK
 
 
 # ---- generate ---------------------------------------------------------------------------------

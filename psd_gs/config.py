@@ -36,6 +36,7 @@ class GuidanceConfig:
     # PSD adaptive negative embedding e_n
     neg_lr: float = 1e-3  # Adam learning rate of e_n; 0 freezes e_n = e_ref
     neg_every: int = 8  # one e_n update every this many steps (cost: see bench/step_cost.py)
+    neg_views: int = 1  # views of the batch the e_n update uses (its UNet backward's memory grows with it)
     beta: float = 1000.0  # beta: Diffusion-DPO inverse temperature
     gamma: float = 0.1  # gamma: weight of |e_n - e_ref|^2 (mean over elements)
     # reward-gradient baseline
@@ -63,6 +64,8 @@ class GuidanceConfig:
             bad("pair_window", "must be (start, end) fractions of the run with 0 <= start <= end <= 1")
         if not (isinstance(self.neg_every, int) and self.neg_every >= 1):
             bad("neg_every", "must be a whole number >= 1")
+        if not (isinstance(self.neg_views, int) and self.neg_views >= 1):
+            bad("neg_views", "must be a whole number >= 1")
         return self
 
 

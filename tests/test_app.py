@@ -106,6 +106,23 @@ def test_client_generates_downloads_and_survives_bad_input(server):
     assert scene.means.shape == (3000, 3)
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "scene.ply").exists()  # bad requests left no folder
+    bad_reward = list(SMALL)
+    bad_reward[3] = "imagereward"
+    with pytest.raises(Exception):
+        client.predict(False, *bad_reward, api_name="/generate")
+
+
+def test_client_compare_runs_sds_beside_the_method(server):
+    from gradio_client import Client
+
+    url, _ = server
+    out = Client(url, verbose=False).predict(True, *SMALL, api_name="/generate")
+    compare_md, compare_ply, table = out[7], out[8], out[9]
+    assert "SDS with the same seed" in compare_md
+    assert load_ply(compare_ply).means.shape == (3000, 3)
+    headers = table["headers"] if isinstance(table, dict) else list(table.columns)
+    rows = table["data"] if isinstance(table, dict) else table.values.tolist()
+    assert headers == ["azimuth", "psd", "sds"] and len(rows) == 9 and rows[-1][0] == "mean"
 
 
 def test_browser_watches_a_run_and_sees_the_splat(server, tmp_path):
@@ -146,5 +163,26 @@ def test_browser_watches_a_run_and_sees_the_splat(server, tmp_path):
             background = values[counts.argmax()]
             drawn = (np.abs(pixels.astype(int) - background).sum(1) > 30).mean()
             assert drawn > 0.01, f"the 3D viewer drew nothing ({drawn:.4f} of pixels differ from its background)"
+        finally:
+            browser.close()
+
+
+def test_browser_stop_keeps_what_exists(server):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.locator("#prompt textarea").fill("a torus")
+            page.locator("#generate").click()
+            page.locator("#status").get_by_text("step").first.wait_for(timeout=120_000)
+            page.locator("#stop").click()
+            page.locator("#status").get_by_text("stopped").wait_for(timeout=120_000)
+            assert "Done:" in page.locator("#status").inner_text()
+            page.locator("#model3d canvas").first.wait_for(timeout=60_000)
         finally:
             browser.close()

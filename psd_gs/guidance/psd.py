@@ -11,7 +11,8 @@ Per step, with the learnable negative embedding e_n (initialised to e_ref):
    k(d) = clamp(d / tau, 0, 1) inside ``pair_window``, else 0; the bracket equals
    sqrt(a_t)/sqrt(1 - a_t) (x0^l - x0^w), so no reward gradient ever touches the scene;
 5. every ``neg_every`` steps one Adam step on e_n with the Diffusion-DPO loss on the two guesses
-   re-noised with one fresh noise at a fresh t' (see ``negative_loss``).
+   re-noised with one fresh noise at a fresh t' (see ``negative_loss``), on the first ``neg_views``
+   views of the batch (the UNet backward for e_n stores activations per sample).
 
 The pair is only built when it is used (inside the window with lambda_p > 0, or on an e_n update
 step). Otherwise the step is plain SDS against e_n, so with lambda_p = 0 and neg_lr = 0 PSD
@@ -183,5 +184,6 @@ class PSDGuidance(Guidance):
         loss = sds_target_loss(z0, g)
         logs.update(loss_sds=loss.item(), grad_norm=g.norm().item())
         if update_neg:
-            logs.update(self.update_negative(pair.pick(pair.x0, True), pair.pick(pair.x0, False)))
+            n = self.cfg.neg_views
+            logs.update(self.update_negative(pair.pick(pair.x0, True)[:n], pair.pick(pair.x0, False)[:n]))
         return GuidanceOut(loss, logs)

@@ -220,6 +220,10 @@ def test_psd_step_is_one_batched_prior_call(prior, monkeypatch):
     assert calls == [(12, False)]
     calls.clear()
     out = render_grad(psd, render, step=2)[1]  # with the e_n update: + one no-grad call, one grad call
+    assert calls == [(12, False), (4, False), (2, True)]  # the update uses neg_views = 1 view's pair
+    calls.clear()
+    psd3 = PSDGuidance(GuidanceConfig(neg_every=2, neg_views=3), prior, "a red cube", WarmReward(), seed=0)
+    render_grad(psd3, render, step=0)
     assert calls == [(12, False), (12, False), (6, True)]
     assert {"loss_negative", "reward_w", "reward_l", "gap", "k", "t", "grad_norm"} <= set(out.logs)
 

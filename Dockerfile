@@ -1,0 +1,47 @@
+# psd-gs on a GPU host. Build: docker build -t psd-gs .   Run: docker compose up   (README "Deploy")
+#
+# CUDA 13.0 matches the pinned torch==2.14.1 wheels (cu130, requirements.txt); the devel image brings
+# nvcc, which gsplat needs to compile its kernels. Python 3.11 as in development (deadsnakes PPA).
+FROM nvidia/cuda:13.0.2-devel-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HOME=/data/hf \
+    TORCH_EXTENSIONS_DIR=/opt/torch_extensions \
+    TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0;12.0" \
+    MAX_JOBS=4 \
+    GRADIO_ANALYTICS_ENABLED=False
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends software-properties-common ca-certificates curl \
+ && add-apt-repository -y ppa:deadsnakes/ppa \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev build-essential ninja-build \
+ && rm -rf /var/lib/apt/lists/*
+
+# A non-root user owns the app, the compiled kernels and the data volume.
+RUN useradd --create-home --uid 1000 psd \
+ && mkdir -p /app /data/hf /data/runs /opt/torch_extensions \
+ && chown -R psd:psd /app /data /opt/torch_extensions
+
+# Dependencies first, from the pinned file, so code changes do not reinstall them.
+COPY requirements.txt /app/requirements.txt
+RUN python3.11 -m venv /opt/venv \
+ && /opt/venv/bin/pip install -r /app/requirements.txt
+ENV PATH=/opt/venv/bin:$PATH
+
+# Compile gsplat's CUDA kernels now, for every architecture in TORCH_CUDA_ARCH_LIST (A100, A10/3090,
+# L4/L40/4090, H100, B200, RTX 50xx), so the first request does not wait minutes for the JIT build.
+USER psd
+RUN python -c "from gsplat.cuda._backend import _C; assert _C is not None, 'gsplat CUDA kernels did not build'"
+
+COPY --chown=psd:psd . /app
+WORKDIR /app
+
+VOLUME ["/data"]
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:7860/ > /dev/null || exit 1
+CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860", "--runs", "/data/runs"]
