@@ -12,8 +12,8 @@ Environment: PSD_GS_AUTH="user:password" asks for a login; PSD_GS_PRESET=shapes|
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -107,7 +107,7 @@ def compare_table(a: Result, b: Result) -> pd.DataFrame:
     from psd_gs.evaluate import eval_cameras, render_views, score
     from psd_gs.rewards.registry import load_reward
 
-    cfg = RunConfig.from_dict(__import__("json").loads(a.config_path.read_text()))
+    cfg = RunConfig.from_dict(json.loads(a.config_path.read_text()))
     reward = load_reward(cfg.reward)
     cams = eval_cameras(8, cfg.camera.resolution[-1][1], cfg.camera.radius[0], cfg.camera.fovy[0])
     ra = score(render_views(a.scene, cams), reward, cfg.prompt)
