@@ -34,6 +34,12 @@ def scene_tensors(scene):
     return [scene.params[k].detach().clone() for k in PARAM_NAMES]
 
 
+def same_scene(a, b) -> bool:
+    """Equal up to float32 rounding: with several threads, CPU reductions may round differently when
+    memory alignment differs between runs (seen: 3e-7 after 16 steps), so bitwise equality is too strict."""
+    return all(torch.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(scene_tensors(a), scene_tensors(b)))
+
+
 def test_events_and_outputs(tmp_path):
     events = list(generate(small(tmp_path)))
     progress, result = events[:-1], events[-1]
@@ -57,8 +63,8 @@ def test_same_seed_same_scene_and_other_seed_differs(tmp_path):
     a = run(small(tmp_path)).scene
     b = run(small(tmp_path)).scene
     c = run(small(tmp_path, seed=4)).scene
-    assert all(torch.equal(x, y) for x, y in zip(scene_tensors(a), scene_tensors(b)))
-    assert not torch.equal(a.means, c.means)
+    assert same_scene(a, b)
+    assert (a.means - c.means).abs().max() > 1e-2
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -72,7 +78,7 @@ def test_resume_continues_exactly(tmp_path):
     assert first.cancelled and first.metrics["steps_done"] == 8
     resumed = run(None, resume=first.out_dir)
     assert resumed.metrics["steps_done"] == 16 and resumed.out_dir == first.out_dir
-    assert all(torch.equal(x, y) for x, y in zip(scene_tensors(resumed.scene), scene_tensors(straight)))
+    assert same_scene(resumed.scene, straight)
 
 
 def test_cancel_keeps_what_exists(tmp_path):
