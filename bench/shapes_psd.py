@@ -5,7 +5,8 @@
     .venv/bin/python bench/shapes_psd.py --prompts "a cube" --seeds 2 --steps 100   # a quick look
 
 Every run is a real ``generate`` of the ``shapes`` preset (the offline closed-form world), evaluated
-on 8 orbit views off the training grid (``psd_gs.evaluate``): mean reward over the views, fidelity
+on 8 orbit views off the training grid (the report ``generate`` writes into metrics.json, from
+``psd_gs.evaluate.shapes_report``): mean reward over the views, fidelity
 (PSNR to the nearest object the prompt allows), and hit (that nearest object is the one the reward
 prefers among those the prompt allows). Methods: sds, psd, psd_no_neg (neg_lr = 0), psd_no_pair
 (lambda_p = 0) and reward_grad. Prints a table per prompt and overall, and writes every run's numbers
@@ -27,9 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from psd_gs.config import preset  # noqa: E402
-from psd_gs.evaluate import eval_cameras, render_views, score, shapes_report  # noqa: E402
 from psd_gs.generate import run  # noqa: E402
-from psd_gs.rewards.registry import load_reward  # noqa: E402
 
 METHODS = {
     "sds": dict(method="sds"),
@@ -48,12 +47,8 @@ def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_di
     t0 = time.perf_counter()
     result = run(cfg)
     seconds = time.perf_counter() - t0
-    model = load_reward(reward)
-    cams = eval_cameras(8, cfg.camera.resolution[-1][1], cfg.camera.radius[0], cfg.camera.fovy[0])
-    rep = shapes_report(result.scene, prompt, model, cams)
-    views = render_views(result.scene, cams)
-    return {"prompt": prompt, "method": method, "seed": seed, "reward": score(views, model, prompt).mean().item(),
-            "psnr": rep["psnr"], "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"],
+    rep = result.metrics["evaluation"]  # generate's own shapes report: 8 orbit views, judged by `reward`
+    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"], "psnr": rep["psnr"], "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"],
             "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds}
 
 

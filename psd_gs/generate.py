@@ -81,9 +81,10 @@ class Result:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """RunConfig.device: "auto" (CUDA when available, else CPU) or a torch device name."""
+    from .rewards.weights import resolve_device as default_device
+
+    return default_device(None if name == "auto" else name)
 
 
 def slug(prompt: str, limit: int = 40) -> str:

@@ -80,17 +80,23 @@ class Guidance:
 
     # ---- the prior under classifier-free guidance ---------------------------------------------
 
-    def guided_eps(self, z_t: torch.Tensor, t: int, e_neg: torch.Tensor, e_cond: torch.Tensor) -> torch.Tensor:
-        """eps_s(z_t; e_neg) for z_t [M, C, h, w], in ONE prior call on a batch of 2M.
+    def predict_two(self, z_t: torch.Tensor, t: int, e_first: torch.Tensor,
+                    e_second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps(z_t; e_first), eps(z_t; e_second)) for z_t [M, C, h, w], in ONE prior call on 2M samples.
 
-        Batch order, named because codebases differ: first the M samples under ``e_neg``
-        (diffusers' "uncond" half), then the M samples under ``e_cond`` = e_y.
-        ``e_neg``/``e_cond``: [1, ...] or [M, ...]. Differentiable in e_neg if it requires grad.
+        Batch order, named because codebases differ: the M samples under ``e_first``, then the M under
+        ``e_second``. Embeddings [1, ...] or [M, ...].
         """
         M = z_t.shape[0]
-        emb = torch.cat([e_neg.expand(M, *e_neg.shape[1:]), e_cond.expand(M, *e_cond.shape[1:])])
+        emb = torch.cat([e_first.expand(M, *e_first.shape[1:]), e_second.expand(M, *e_second.shape[1:])])
         ts = torch.full((2 * M,), t, dtype=torch.long, device=z_t.device)
-        eps_neg, eps_cond = self.prior.predict_noise(torch.cat([z_t, z_t]), ts, emb).chunk(2)
+        eps_first, eps_second = self.prior.predict_noise(torch.cat([z_t, z_t]), ts, emb).chunk(2)
+        return eps_first, eps_second
+
+    def guided_eps(self, z_t: torch.Tensor, t: int, e_neg: torch.Tensor, e_cond: torch.Tensor) -> torch.Tensor:
+        """eps_s(z_t; e_neg) for z_t [M, C, h, w], in one prior call: the negative half first (diffusers'
+        "uncond" half), then the conditional half under ``e_cond`` = e_y. Differentiable in e_neg."""
+        eps_neg, eps_cond = self.predict_two(z_t, t, e_neg, e_cond)
         return eps_neg + self.cfg.cfg_scale * (eps_cond - eps_neg)
 
     def latents(self, render: Render) -> torch.Tensor:

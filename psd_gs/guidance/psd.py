@@ -134,11 +134,10 @@ class PSDGuidance(Guidance):
         a = self.alpha(t2)
         z = torch.cat([x0_w, x0_l]).detach() * a.sqrt() + (1 - a).sqrt() * torch.cat([eps2, eps2])
         M = z.shape[0]
-        ts = torch.full((2 * M,), t2, dtype=torch.long, device=z.device)
         with torch.no_grad():  # eps(z'; e_ref) and eps(z'; e_y): one call
-            emb = torch.cat([self.e_ref.expand(M, *self.e_ref.shape[1:]), self.e_y.expand(M, *self.e_y.shape[1:])])
-            eps_ref, eps_y = self.prior.predict_noise(torch.cat([z, z]), ts, emb).chunk(2)
-        eps_n = self.prior.predict_noise(z, ts[:M], self.e_n.expand(M, *self.e_n.shape[1:]))
+            eps_ref, eps_y = self.predict_two(z, t2, self.e_ref, self.e_y)
+        ts = torch.full((M,), t2, dtype=torch.long, device=z.device)
+        eps_n = self.prior.predict_noise(z, ts, self.e_n.expand(M, *self.e_n.shape[1:]))
         s = self.cfg.cfg_scale
         target = torch.cat([eps2, eps2])
 
