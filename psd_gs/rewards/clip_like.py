@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from .base import RewardModel
 from .preprocess import broadcast_prompts, check_images, clip_preprocess
-from .weights import freeze, resolve_device, resolve_dtype
+from .weights import freeze, resolve_dtype
 
 
 class ClipLikeReward(RewardModel):

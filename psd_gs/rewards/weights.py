@@ -22,13 +22,6 @@ from ..priors.base import MissingWeightsError
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def resolve_dtype(dtype: torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None`` -> float16 on CUDA, float32 elsewhere (CPU half kernels are slow or missing)."""
     if dtype is not None:
