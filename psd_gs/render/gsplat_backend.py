@@ -30,11 +30,18 @@ by the same rule, so the densifier sees the same visibility on both devices.
 ``info`` is gsplat's own dict: ``means2d`` [B, N, 2], ``radii`` [B, N, 2] int32, ``depths`` [B, N],
 ``gaussian_ids`` None (not packed), ``width``, ``height``, ``n_cameras``, and gsplat's tile data.
 gsplat is imported when called, so CPU-only code never needs it.
+
+Kernels: gsplat's pip package ships CUDA sources, not binaries. On first use it compiles them with
+the host's CUDA toolkit (minutes; the Docker image does it at build time); without a toolkit it
+prints a warning and leaves its extension as None, and any render would then fail with an
+AttributeError. ``kernels_status`` finds that out once, and ``psd_gs.render.rasterize`` falls back to
+the PyTorch rasteriser (on the GPU) when the kernels are unavailable.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import functools
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -44,6 +51,25 @@ from . import Render, as_background
 
 EPS2D = 0.3
 NEAR_PLANE = 0.01
+
+
+@functools.lru_cache(maxsize=1)
+def kernels_status() -> Tuple[bool, str]:
+    """(True, what loaded) when gsplat's CUDA kernels are usable, else (False, why not). Cached.
+
+    Importing gsplat's backend builds the kernels if a CUDA toolkit is present and no build is cached
+    (minutes, once per host); call it only where CUDA is available.
+    """
+    try:
+        import gsplat
+        from gsplat.cuda._backend import _C
+    except Exception as err:  # a failed JIT build raises from the import: any error means "unusable"
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        return False, f"gsplat's CUDA kernels failed to build or load ({type(err).__name__}: {reason})"
+    if _C is None:
+        return False, ("gsplat's CUDA kernels are not built and no CUDA toolkit (nvcc) was found to build "
+                       "them; install the CUDA toolkit matching torch (or use the Docker image) for speed")
+    return True, f"gsplat {gsplat.__version__} CUDA kernels loaded"
 
 
 def _gsplat_rasterization() -> Callable:

@@ -179,7 +179,50 @@ def test_rasterize_dispatches_cuda_scenes_to_gsplat(monkeypatch, generator):
         return "gsplat"
 
     monkeypatch.setattr(gsplat_backend, "rasterize_gsplat", stand_in)
+    monkeypatch.setattr(gsplat_backend, "kernels_status", lambda: (True, "fake kernels"))
     monkeypatch.setattr(GaussianScene, "device", property(lambda self: torch.device("cuda", 0)))
     scene, cams = _scene(generator), _cams()
     assert rasterize(scene, cams, 0.5) == "gsplat"
     assert seen == [(scene, cams, 0.5)]
+
+
+def test_cuda_scenes_fall_back_to_the_torch_rasteriser_without_gsplat_kernels(monkeypatch, generator):
+    """gsplat 1.5.3 without a CUDA toolkit leaves its extension None; rendering must not reach it."""
+    import psd_gs.render as render_pkg
+    from psd_gs.render import renderer_status, torch_backend
+
+    calls = []
+    monkeypatch.setattr(render_pkg, "_warned", set())
+    monkeypatch.setattr(gsplat_backend, "kernels_status", lambda: (False, "no CUDA toolkit (fake)"))
+    monkeypatch.setattr(gsplat_backend, "rasterize_gsplat", lambda *a: calls.append("gsplat"))
+    monkeypatch.setattr(torch_backend, "rasterize_torch", lambda *a: calls.append("torch") or "torch")
+    monkeypatch.setattr(GaussianScene, "device", property(lambda self: torch.device("cuda", 0)))
+    scene, cams = _scene(generator), _cams()
+    with pytest.warns(RuntimeWarning, match="PyTorch rasteriser.*no CUDA toolkit") as warned:
+        assert rasterize(scene, cams, 1.0) == "torch"
+        assert rasterize(scene, cams, 1.0) == "torch"
+    assert calls == ["torch", "torch"] and len(warned) == 1  # warned once, gsplat never called
+    status = renderer_status(torch.device("cuda", 0))
+    assert "fallback" in status and "no CUDA toolkit (fake)" in status
+    assert renderer_status(torch.device("cpu")) == "PyTorch rasteriser on the CPU"
+
+
+def test_kernels_status_reports_a_disabled_gsplat(monkeypatch):
+    """The real check against gsplat's module: ``_C is None`` (gsplat disabled itself) and a failed build."""
+    import sys
+    import types
+
+    gsplat_backend.kernels_status.cache_clear()
+    monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", types.SimpleNamespace(_C=None))
+    ok, why = gsplat_backend.kernels_status()
+    assert not ok and "no CUDA toolkit" in why
+    gsplat_backend.kernels_status.cache_clear()
+
+    class Broken(types.ModuleType):
+        def __getattr__(self, name):
+            raise RuntimeError("Error building extension 'gsplat_cuda'")
+
+    monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", Broken("gsplat.cuda._backend"))
+    ok, why = gsplat_backend.kernels_status()
+    assert not ok and "failed to build or load" in why and "gsplat_cuda" in why
+    gsplat_backend.kernels_status.cache_clear()
