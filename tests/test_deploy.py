@@ -57,3 +57,35 @@ def test_compose_reserves_one_gpu_and_mounts_cache_and_runs():
     mounts = {v.split(":")[1] for v in svc["volumes"]}
     assert {"/data/hf", "/data/runs"} <= mounts
     assert svc["environment"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_the_app_user_gets_uid_1000_on_ubuntu_24_04_bases():
+    """nvidia/cuda:*-ubuntu24.04 already has user "ubuntu" with uid 1000: useradd --uid 1000 alone exits 4."""
+    lines = dockerfile()
+    base = next(line for line in lines if line.startswith("FROM"))
+    run = next(line for line in lines if line.startswith("RUN") and "useradd" in line)
+    assert "--uid 1000" in run
+    if "ubuntu24.04" in base or "ubuntu:24.04" in base:
+        assert "userdel ubuntu" in run and run.index("userdel ubuntu") < run.index("useradd")
+        assert re.search(r"if id -u ubuntu .*; then userdel ubuntu", run)  # only where the user exists
+
+
+def test_cuda_arch_list_and_build_jobs_are_build_args():
+    lines = dockerfile()
+    args = {line.split()[1].split("=")[0]: line.split("=", 1)[1].strip('"') for line in lines
+            if line.startswith("ARG") and "=" in line}
+    assert args["TORCH_CUDA_ARCH_LIST"].endswith("+PTX")  # newer GPUs still run, from PTX
+    for cc in ("8.0", "8.6", "8.9", "9.0"):
+        assert cc in args["TORCH_CUDA_ARCH_LIST"]
+    assert int(args["MAX_JOBS"]) >= 1
+    env = " ".join(line for line in lines if line.startswith("ENV"))
+    assert "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}" in env and "MAX_JOBS=${MAX_JOBS}" in env
+
+
+def test_runs_live_on_a_named_volume_the_app_user_owns():
+    """A bind-mounted ./runs that does not exist is created by the Docker daemon as root."""
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    mount = next(v for v in compose["services"]["psd-gs"]["volumes"] if v.endswith(":/data/runs"))
+    name = mount.split(":")[0]
+    assert not name.startswith((".", "/")) and name in compose["volumes"]
+    assert any("/data/runs" in line and "chown -R psd:psd" in line for line in dockerfile())
