@@ -30,6 +30,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from .device import to_device
+
 
 @dataclass
 class Cameras:
@@ -53,8 +55,11 @@ class Cameras:
         return self.viewmats.shape[0]
 
     def to(self, device: torch.device | str, dtype: Optional[torch.dtype] = None) -> "Cameras":
+        """A copy on ``device`` (host-to-GPU without a host sync, see ``psd_gs.device.to_device``)."""
+        device = torch.device(device)
+
         def mv(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device=device, dtype=dtype or t.dtype)
+            return to_device(t.to(dtype=dtype or t.dtype), device)
 
         return Cameras(mv(self.viewmats), mv(self.Ks), self.width, self.height,
                        mv(self.elevation), mv(self.azimuth), mv(self.radius), mv(self.fovy))

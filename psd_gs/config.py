@@ -199,9 +199,12 @@ def _shapes() -> RunConfig:
 
 
 def _sd() -> RunConfig:
+    # Densification refines at steps 200..500 (every 100 from 0.1 to 0.6 of the run); one opacity reset at
+    # 300 lets the refinements at 400 and 500 prune what stayed transparent (a reset must fall inside the
+    # densification window to do anything: generate.schedule_events lists when each event fires).
     return RunConfig(preset="sd", steps=1000, reward="hpsv2", preview_every=20,
                      scene=SceneConfig(n_init=5000, densify_until=0.6, densify_every=100,
-                                       opacity_reset_every=700),
+                                       opacity_reset_every=300),
                      camera=CameraConfig(batch=4, resolution=((0.0, 128), (0.3, 256), (0.6, 512)),
                                          background="mixed"),
                      guidance=GuidanceConfig(cfg_scale=7.5, tau=0.01, pair_window=(0.0, 0.5), neg_lr=1e-3,

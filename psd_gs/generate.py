@@ -10,36 +10,44 @@ rendering, guidance and densification are library calls.
 Everything a run writes goes into its own folder below ``cfg.out_dir``, named from the time, a
 slug of the prompt (letters, digits and dashes only), the method and the seed:
 config.json (the resolved config), checkpoint.pt (every ``checkpoint_every`` steps, resumable),
-scene.ply, turntable.mp4 and metrics.json.
+scene.ply, metrics.json and turntable.mp4 (``psd_gs.export``).
 
 Failure handling: a step whose loss or gradients are not finite is skipped and logged; after
-``max_nan_steps`` in a row the run stops with GenerationError. Out-of-memory stops it the same way.
-In both cases the last good scene is still written (scene.ply is never written with NaNs), and the
-error names the folder. ``cancel.set()`` ends the run after the current step, with a Result
-(``cancelled=True``) holding what exists so far.
+``max_nan_steps`` in a row the run stops with GenerationError. Out-of-memory stops it the same way,
+after the failed step's tensors are dropped and the CUDA cache is emptied. In both cases the last good
+scene and the metrics are still written (scene.ply is never written with NaNs; a turntable that fails
+too is only noted in metrics.json), and the error names the folder. ``cancel.set()`` ends the run
+after the current step, with a Result (``cancelled=True``) holding what exists so far.
+
+Host syncs: a step waits for the GPU once, for its finiteness check. Guidance logs stay on the device
+as tensors and become floats in one batch at preview steps (and the last step); t is drawn on the CPU;
+cameras and backgrounds reach the GPU through pinned, non-blocking copies.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 
-from .cameras import sample_orbit, turntable
+from .cameras import sample_orbit
 from .config import RunConfig
+from .device import resolve_device, to_device
+from .export import preview_image, release_memory, write_outputs
 from .gaussians import PARAM_NAMES, GaussianScene
 from .guidance import Guidance, make_guidance
-from .ply import save_ply
 from .render import rasterize
 
 
@@ -53,8 +61,15 @@ class CancelToken(threading.Event):
 
 @dataclass
 class Progress:
-    """step: steps done (1..total); logs: named floats of the last step; elapsed: seconds;
-    preview: uint8 [H, W, 3] render of a fixed view, every ``preview_every`` steps, else None."""
+    """One step done.
+
+    step: steps done (1..total); elapsed: seconds; n_gaussians: the scene's size now.
+    preview: uint8 [H, W, 3] render of a fixed view, every ``preview_every`` steps and at the last step,
+        else None.
+    history: on those same steps, the named float logs of every step since the previous one, each with
+        its "step"; [] otherwise (logs are turned into floats in batches, see the module docstring).
+    logs: the last entry of ``history`` without "step" ({} when ``history`` is empty).
+    """
 
     step: int
     total: int
@@ -62,6 +77,7 @@ class Progress:
     elapsed: float
     n_gaussians: int
     preview: Optional[np.ndarray] = None
+    history: List[Dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,22 +96,36 @@ class Result:
 # ---- set-up helpers ---------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> torch.device:
-    """RunConfig.device: "auto" (CUDA when available, else CPU) or a torch device name."""
-    from .rewards.weights import resolve_device as default_device
-
-    return default_device(None if name == "auto" else name)
-
-
 def slug(prompt: str, limit: int = 40) -> str:
     """A prompt as a safe folder-name fragment: lowercase letters, digits and single dashes."""
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:limit].strip("-") or "prompt"
 
 
+def check_runs_root(root: Union[str, Path]) -> Path:
+    """``root`` exists (made if needed) and this process can create folders in it; returns it.
+
+    Raises GenerationError saying how to fix it otherwise: in Docker, a bind-mounted folder that did
+    not exist is created by the daemon as root, and the app's non-root user cannot write there.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        uid, gid = os.getuid(), os.getgid()
+        raise GenerationError(
+            f"cannot create run folders in {root} ({err.strerror or type(err).__name__}). Make it writable by "
+            f"this user (uid {uid}): `sudo chown -R {uid}:{gid} {root}`. With Docker, a bind-mounted folder "
+            f"that did not exist is created as root: create it first (`mkdir -p runs && sudo chown "
+            f"{uid}:{gid} runs`) or keep compose.yaml's named volume") from None
+    return root
+
+
 def new_run_dir(cfg: RunConfig) -> Path:
     """A fresh folder below cfg.out_dir; never an existing one, never outside it."""
-    root = Path(cfg.out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root = check_runs_root(cfg.out_dir)
     base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(cfg.prompt)}-{cfg.guidance.method}-seed{cfg.seed}"
     for i in range(1000):
         path = root / (base if i == 0 else f"{base}-{i}")
@@ -169,6 +199,44 @@ def make_strategy(cfg: RunConfig) -> DefaultStrategy:
         refine_every=s.densify_every, reset_every=s.opacity_reset_every or 10 ** 9, verbose=False)
 
 
+def opacity_reset_due(cfg: RunConfig, step: int, refine_stop: int) -> bool:
+    """Whether the loop resets opacities after ``step`` (gsplat 1.5.3's own reset never fires):
+    every ``opacity_reset_every`` steps while densification still runs (before ``refine_stop``)."""
+    every = cfg.scene.opacity_reset_every
+    return bool(every) and step > 0 and step % every == 0 and step < refine_stop
+
+
+def schedule_events(cfg: RunConfig) -> Dict[str, List[int]]:
+    """The 0-based steps at which each scheduled event of ``cfg`` fires, by the rules the loop applies.
+
+    "densify": gsplat DefaultStrategy's refine steps; "opacity_reset": ``opacity_reset_due``;
+    "resolution:<px>": the first step at each resolution stage; "pair": steps inside PSD's
+    ``pair_window``; "negative": PSD's e_n updates. An enabled event with no step never happens.
+    """
+    n, strat, g = cfg.steps, make_strategy(cfg), cfg.guidance
+    events = {"densify": [s for s in range(n) if strat.refine_start_iter < s < strat.refine_stop_iter
+                          and s % strat.refine_every == 0] if cfg.scene.densify else [],
+              "opacity_reset": [s for s in range(n) if opacity_reset_due(cfg, s, strat.refine_stop_iter)]}
+    for start, res in cfg.camera.resolution:
+        events[f"resolution:{res}"] = [s for s in range(n) if cfg.camera.resolution_at(s, n) == res][:1]
+    if g.method == "psd":
+        lo, hi = g.pair_window
+        events["pair"] = [s for s in range(n) if lo <= s / n < hi] if g.lambda_p > 0 else []
+        events["negative"] = list(range(0, n, g.neg_every)) if g.neg_lr > 0 else []
+    return events
+
+
+def schedule_problems(cfg: RunConfig) -> List[str]:
+    """Settings that ask for an event which never fires in this run (empty when the schedule is consistent)."""
+    events, s, g = schedule_events(cfg), cfg.scene, cfg.guidance
+    wanted = {"densify": s.densify, "opacity_reset": s.densify and s.opacity_reset_every > 0,
+              "pair": g.method == "psd" and g.lambda_p > 0 and g.pair_window[1] > g.pair_window[0],
+              "negative": g.method == "psd" and g.neg_lr > 0}
+    wanted.update({k: True for k in events if k.startswith("resolution:")})
+    return [f"{name} never happens in {cfg.steps} steps (check its settings against the run length)"
+            for name, on in wanted.items() if on and not events.get(name)]
+
+
 def background(cfg: RunConfig, g: torch.Generator, device: torch.device) -> torch.Tensor:
     """This step's background colour [3]: white, black, random, or mixed (white or random)."""
     mode = cfg.camera.background
@@ -177,47 +245,66 @@ def background(cfg: RunConfig, g: torch.Generator, device: torch.device) -> torc
         return torch.ones(3, device=device)
     if mode == "black":
         return torch.zeros(3, device=device)
-    return rand[:3].to(device)
+    return to_device(rand[:3], device)
 
 
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """[..., 3] in [0, 1] -> uint8 numpy."""
-    return (rgb.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+# ---- per-step helpers -------------------------------------------------------------------------
 
 
-def preview_image(scene: GaussianScene, cfg: RunConfig, res: int, bg: float = 1.0) -> np.ndarray:
-    """The scene from a fixed three-quarter view, uint8 [res, res, 3]."""
-    r = float(np.mean(cfg.camera.radius))
-    cams = turntable(1, res, res, elevation=20.0, radius=r, fovy=float(np.mean(cfg.camera.fovy)),
-                     start_azimuth=30.0).to(scene.device)
-    with torch.no_grad():
-        return to_uint8(rasterize(scene, cams, bg).rgb[0])
+def all_finite(loss: torch.Tensor, params) -> bool:
+    """Whether ``loss`` and every gradient in ``params`` are finite: one stacked check, one host sync."""
+    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params.values()
+                                             if p.grad is not None]
+    return bool(torch.stack(checks).all())
 
 
-def save_turntable(scene: GaussianScene, cfg: RunConfig, path: Path, res: int) -> Path:
-    """An MP4 of ``cfg.turntable_views`` views around the object (imageio + its bundled ffmpeg)."""
-    import imageio.v3 as iio
-
-    cams = turntable(cfg.turntable_views, res, res, elevation=20.0, radius=float(np.mean(cfg.camera.radius)),
-                     fovy=float(np.mean(cfg.camera.fovy))).to(scene.device)
-    with torch.no_grad():
-        frames = to_uint8(rasterize(scene, cams, 1.0).rgb)
-    iio.imwrite(path, frames, fps=12, codec="libx264", macro_block_size=1)
-    return path
+def logs_to_floats(pending: List[Tuple[int, Dict[str, object]]]) -> List[Dict[str, float]]:
+    """[(step, logs)] with tensor or float values -> [{"step": step, name: float}], in one host sync
+    per device (every tensor of a device is stacked and copied at once)."""
+    tensors: Dict[torch.device, List[torch.Tensor]] = {}
+    for _, logs in pending:
+        for v in logs.values():
+            if torch.is_tensor(v):
+                tensors.setdefault(v.device, []).append(v.detach().float().reshape(()))
+    values = {}
+    for dev, ts in tensors.items():
+        values[dev] = iter(torch.stack(ts).cpu().tolist())
+    return [{"step": float(step), **{k: next(values[v.device]) if torch.is_tensor(v) else float(v)
+                                     for k, v in logs.items()}} for step, logs in pending]
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
 
+def rng_states(gens: Dict[str, torch.Generator], device: torch.device) -> Dict[str, torch.Tensor]:
+    """Every random state a resumed run needs: ours, torch's global CPU generator and, on CUDA, the
+    device's global generator (gsplat's split draws its samples from it)."""
+    states = {k: g.get_state() for k, g in gens.items()} | {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: Dict[str, torch.Tensor], gens: Dict[str, torch.Generator],
+                       device: torch.device) -> None:
+    """The inverse of ``rng_states`` (a checkpoint made on the CPU leaves the CUDA generator as seeded)."""
+    for k, g in gens.items():
+        g.set_state(states[k])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
 def _save_checkpoint(path: Path, step: int, scene: GaussianScene, optimizers, strategy_state, guidance: Guidance,
-                     gens: Dict[str, torch.Generator], nan_count: int) -> None:
+                     rng: Dict[str, torch.Tensor], nan_count: int) -> None:
     state = {
         "step": step, "sh_degree": scene.sh_degree, "nan_count": nan_count,
         "params": scene.detached(),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "strategy": {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in strategy_state.items()},
         "guidance": guidance.state_dict(),
-        "rng": {k: g.get_state() for k, g in gens.items()} | {"torch": torch.get_rng_state()},
+        "rng": rng,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -246,7 +333,11 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
     cfg.check()
     device = resolve_device(cfg.device)
+    if resume is None:
+        check_runs_root(cfg.out_dir)  # fail before minutes of model loading, not after
     cancel = cancel or threading.Event()
+    for problem in schedule_problems(cfg):
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
 
     # 2. Prior, reward, guidance (before the run folder exists: a load error leaves nothing behind)
     prior = build_prior(cfg, device)
@@ -260,7 +351,7 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         (out_dir / "config.json").write_text(cfg.to_json())
 
     # 3. Scene, optimisers, densification; seeded generators for every random draw
-    torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator
+    torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
     gens = {"scene": torch.Generator().manual_seed(cfg.seed), "camera": torch.Generator().manual_seed(cfg.seed + 1),
             "background": torch.Generator().manual_seed(cfg.seed + 2)}
     scene = GaussianScene.random(cfg.scene.n_init, radius=cfg.scene.init_radius, sh_degree=cfg.scene.sh_degree,
@@ -282,41 +373,39 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
             opt.load_state_dict(ck["optimizers"][k])
         strategy_state = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in ck["strategy"].items()}
         guidance.load_state_dict(ck["guidance"])
-        for k, g in gens.items():
-            g.set_state(ck["rng"][k])
-        torch.set_rng_state(ck["rng"]["torch"])
+        restore_rng_states(ck["rng"], gens, device)
         start, nan_count = ck["step"], ck["nan_count"]
 
     # 5. Optimise
-    t0, logs, nan_total = time.perf_counter(), {}, 0
+    t0, nan_total, failure = time.perf_counter(), 0, None
+    pending: List[Tuple[int, Dict[str, object]]] = []  # per-step logs not yet turned into floats
+    last_logs: Dict[str, float] = {}
     cam = cfg.camera
     res = cam.resolution_at(start, cfg.steps)
     step = start
+    render = out = None
     try:
         for step in range(start, cfg.steps):
             if cancel.is_set():
                 break
             res = cam.resolution_at(step, cfg.steps)
             cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
-                                generator=gens["camera"], grid=cam.grid).to(device)
+                                generator=gens["camera"], grid=cam.grid)  # on the CPU; the guidance gets these
             bg = background(cfg, gens["background"], device)
-            render = rasterize(scene, cams, bg)
+            render = rasterize(scene, cams.to(device), bg)
             out = guidance.step(render, cams, step, cfg.steps)
             strategy.step_pre_backward(scene.params, optimizers, strategy_state, step, render.info)
             out.loss.backward()
             logs = dict(out.logs)
-            finite = bool(torch.isfinite(out.loss)) and all(
-                p.grad is None or bool(torch.isfinite(p.grad).all()) for p in scene.params.values())
-            if not finite:
+            if not all_finite(out.loss, scene.params):
                 nan_count, nan_total = nan_count + 1, nan_total + 1
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
                 logs["skipped_nan"] = 1.0
                 if nan_count >= cfg.max_nan_steps:
-                    raise GenerationError(
-                        f"the loss or its gradients were not finite for {nan_count} steps in a row (last at "
-                        f"step {step}); stopped. Lower the learning rates or the CFG scale. The last good "
-                        f"scene is in {out_dir}")
+                    failure = (f"the loss or its gradients were not finite for {nan_count} steps in a row (last at "
+                               f"step {step}); stopped. Lower the learning rates or the CFG scale", "non-finite loss")
+                    break
             else:
                 nan_count = 0
                 optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
@@ -326,32 +415,42 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
                 strategy.step_post_backward(scene.params, optimizers, strategy_state, step, render.info, packed=False)
                 if len(scene) > cfg.scene.max_gaussians:
                     strategy.refine_stop_iter = step  # no more growth
-                every = cfg.scene.opacity_reset_every
-                if every and step > 0 and step % every == 0 and step < strategy.refine_stop_iter:
+                if opacity_reset_due(cfg, step, strategy.refine_stop_iter):
                     reset_opa(scene.params, optimizers, strategy_state, value=strategy.prune_opa * 2.0)
+            pending.append((step + 1, logs))
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, step + 1, scene, optimizers, strategy_state, guidance, gens, nan_count)
-            preview = None
-            if cfg.preview_every and ((step + 1) % cfg.preview_every == 0 or step + 1 == cfg.steps):
-                preview = preview_image(scene, cfg, res)
-            yield Progress(step + 1, cfg.steps, logs, time.perf_counter() - t0, len(scene), preview)
+                _save_checkpoint(ckpt_path, step + 1, scene, optimizers, strategy_state, guidance,
+                                 rng_states(gens, device), nan_count)
+            preview, history = None, []
+            if (step + 1 == cfg.steps or cancel.is_set()
+                    or (cfg.preview_every and (step + 1) % cfg.preview_every == 0)):
+                history, pending = logs_to_floats(pending), []
+                last_logs = {k: v for k, v in history[-1].items() if k != "step"}
+                preview = preview_image(scene, cfg, res) if cfg.preview_every else None
+            yield Progress(step + 1, cfg.steps, last_logs if history else {}, time.perf_counter() - t0,
+                           len(scene), preview, history)
         else:
             step = cfg.steps
-    except torch.OutOfMemoryError as e:
-        _export(scene, cfg, out_dir, res, {"error": "out of memory", "step": step})
-        raise GenerationError(
-            f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): lower "
-            f"camera.batch, the resolution or scene.max_gaussians. The last good scene is in {out_dir}") from e
-    except GenerationError:
-        _export(scene, cfg, out_dir, res, {"error": "non-finite loss", "step": step})
-        raise
+    except torch.OutOfMemoryError:
+        failure = (f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): "
+                   f"lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
+    if failure is not None:  # outside the except block: its traceback, and the tensors it holds, are gone
+        render = out = None
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        release_memory(device)
+        _export(scene, cfg, out_dir, res, {"error": failure[1], "step": step, "steps": cfg.steps,
+                                           "n_gaussians": len(scene)})
+        raise GenerationError(f"{failure[0]}. The last good scene is in {out_dir}")
 
     # 6. Export
     cancelled = step < cfg.steps
+    if pending:  # a cancel between flushes
+        last_logs = {k: v for k, v in logs_to_floats(pending)[-1].items() if k != "step"}
     elapsed = time.perf_counter() - t0
     metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
                "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
-               "nan_steps_skipped": nan_total, "last_logs": logs}
+               "nan_steps_skipped": nan_total, "last_logs": last_logs}
     if cfg.preset == "shapes":  # cheap here: the final reward and fidelity over 8 orbit views
         from .evaluate import eval_cameras, shapes_report
 
@@ -363,13 +462,10 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
 
 def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, res: int, metrics: dict,
             cancelled: bool = False) -> Result:
-    """Write scene.ply, turntable.mp4 and metrics.json into the run folder; the Result that lists them."""
-    ply_path = out_dir / "scene.ply"
-    save_ply(scene, ply_path)
-    turntable_path = save_turntable(scene, cfg, out_dir / "turntable.mp4", max(res, 128))
-    metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2))
-    return Result(scene, out_dir, ply_path, metrics, cancelled, turntable_path, out_dir / "config.json", metrics_path)
+    """Write the run's outputs (``export.write_outputs``); the Result that lists them."""
+    paths = write_outputs(scene, cfg, out_dir, res, metrics)
+    return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
+                  paths["metrics"])
 
 
 def run(cfg: RunConfig, **kwargs) -> Result:

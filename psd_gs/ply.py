@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,8 +43,8 @@ def field_names(sh_degree: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def save_ply(scene: GaussianScene, path: str | os.PathLike) -> None:
-    """Write ``scene`` (N Gaussians) to ``path`` atomically, as float32 in the layout above.
+def save_ply(scene: GaussianScene, path: str | os.PathLike) -> Path:
+    """Write ``scene`` (N Gaussians) to ``path`` atomically, as float32 in the layout above; returns the path.
 
     The parameters (means [N,3], quats [N,4], scales [N,3], opacities [N], sh0 [N,1,3],
     shN [N,K,3]) are cast to float32 on the CPU. Raises ValueError, writing nothing, if the
@@ -88,6 +89,7 @@ def save_ply(scene: GaussianScene, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return Path(path)
 
 
 def load_ply(path: str | os.PathLike, device: torch.device | str = "cpu") -> GaussianScene:

@@ -1,12 +1,14 @@
 """The generation loop on the shapes preset: events, outputs, determinism, resume, cancel, NaN, OOM."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 import psd_gs.generate as gen
-from psd_gs.config import preset
+from psd_gs.config import METHODS, PRESETS, preset
 from psd_gs.gaussians import PARAM_NAMES
 from psd_gs.generate import CancelToken, GenerationError, Progress, Result, generate, run
 from psd_gs.ply import load_ply
@@ -47,7 +49,13 @@ def test_events_and_outputs(tmp_path):
     assert [e.step for e in progress] == list(range(1, 17)) and progress[-1].total == 16
     assert [e.step for e in progress if e.preview is not None] == [5, 10, 15, 16]
     assert progress[4].preview.shape == (32, 32, 3) and progress[4].preview.dtype.name == "uint8"
-    assert "loss_sds" in progress[0].logs and "gap" in progress[0].logs  # step 0 is in the pair window
+    # logs become floats in batches, at the preview steps: every step's logs arrive exactly once
+    assert [e.step for e in progress if e.history] == [5, 10, 15, 16]
+    history = [h for e in progress for h in e.history]
+    assert [h["step"] for h in history] == list(range(1, 17))
+    assert "loss_sds" in history[0] and "gap" in history[0]  # step 0 is in the pair window
+    assert all(isinstance(v, float) for h in history for v in h.values())
+    assert progress[4].logs == {k: v for k, v in history[4].items() if k != "step"} and progress[3].logs == {}
     out = result.out_dir
     assert out.parent == tmp_path / "runs" and "a-cube-psd-seed3" in out.name
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "scene.ply", "turntable.mp4"]
@@ -109,8 +117,8 @@ def test_nan_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(PSDGuidance, "step", flaky)
     logs = []
     with pytest.raises(GenerationError, match="not finite for 5 steps") as err:
-        for event in generate(small(tmp_path, steps=40)):
-            logs.append(event.logs)
+        for event in generate(small(tmp_path, steps=40, preview_every=1)):
+            logs.extend(event.history)
     assert [l.get("skipped_nan", 0.0) for l in logs[:6]] == [0, 0, 1, 1, 0, 0]
     run_dir = next((tmp_path / "runs").iterdir())
     assert str(run_dir) in str(err.value)
@@ -144,6 +152,29 @@ def test_densification_and_our_opacity_reset_run_in_the_loop(tmp_path, monkeypat
     counts = [e.n_gaussians for e in generate(cfg) if isinstance(e, Progress)]
     assert counts[0] == 300 and max(counts) > 300  # grew by clone/split
     assert len(resets) == 2  # steps 10 and 20, below refine_stop_iter 27
+    events = gen.schedule_events(cfg)  # the schedule the loop reports is the one it ran
+    assert events["opacity_reset"] == [10, 20] and events["densify"] == [5, 10, 15, 20, 25]
+    grown = [i for i in range(1, len(counts)) if counts[i] != counts[i - 1]]
+    assert set(grown) <= set(events["densify"])  # event i (0-based) shows the size after step i
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_scheduled_event_of_every_preset_fires(name, method):
+    cfg = preset(name)
+    cfg.guidance.method = method
+    assert gen.schedule_problems(cfg) == []
+    events = gen.schedule_events(cfg)
+    assert all(events[f"resolution:{res}"] for _, res in cfg.camera.resolution)
+    if cfg.scene.densify:
+        assert events["densify"] and (events["opacity_reset"] or not cfg.scene.opacity_reset_every)
+
+
+def test_a_schedule_event_that_never_fires_is_named():
+    cfg = preset("sd")
+    cfg.scene.opacity_reset_every = 700  # densification stops at step 600
+    assert gen.schedule_problems(cfg) == [
+        "opacity_reset never happens in 1000 steps (check its settings against the run length)"]
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -188,3 +219,122 @@ def test_clean_old_runs_removes_only_old_run_folders(tmp_path):
     os.utime(other, (past, past))
     assert clean_old_runs(tmp_path, 3600) == [old]
     assert not old.exists() and new.exists() and other.exists()
+
+
+def test_out_of_memory_frees_the_step_and_keeps_scene_and_metrics_when_the_turntable_fails(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    import psd_gs.export as export
+
+    real, renders, alive_at_export = gen.rasterize, [], []
+
+    def oom_at_step_two(scene, cams, bg):
+        if len(renders) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        render = real(scene, cams, bg)
+        renders.append(weakref.ref(render.rgb))
+        return render
+
+    def turntable_oom(scene, cams, bg):
+        gc.collect()
+        alive_at_export.append(sum(ref() is not None for ref in renders))
+        raise torch.OutOfMemoryError("CUDA out of memory (fake, turntable)")
+
+    monkeypatch.setattr(gen, "rasterize", oom_at_step_two)
+    monkeypatch.setattr(export, "rasterize", turntable_oom)
+    with pytest.raises(GenerationError, match="out of memory at step 2"):
+        run(small(tmp_path))
+    assert alive_at_export == [0]  # no render of the failed run's steps was alive during the export
+    run_dir = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["error"] == "out of memory" and metrics["step"] == 2
+    assert "OutOfMemoryError" in metrics["turntable_error"]
+    assert load_ply(run_dir / "scene.ply").means.shape == (300, 3)
+    assert not (run_dir / "turntable.mp4").exists()
+
+
+def test_checkpoints_carry_the_cuda_generator_that_gsplat_splits_with(monkeypatch):
+    saved, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": saved)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state))
+    gens = {"camera": torch.Generator().manual_seed(1)}
+    cuda = torch.device("cuda", 0)
+    states = gen.rng_states(gens, cuda)
+    assert torch.equal(states["cuda"], saved)
+    gens["camera"].manual_seed(99)
+    gen.restore_rng_states(states, gens, cuda)
+    assert len(restored) == 1 and torch.equal(restored[0], saved)
+    assert torch.equal(gens["camera"].get_state(), torch.Generator().manual_seed(1).get_state())
+    assert "cuda" not in gen.rng_states(gens, torch.device("cpu"))
+
+
+def test_a_step_waits_for_the_device_once(tmp_path, monkeypatch):
+    """Host syncs asked for by the loop and the guidance, counted by call site: per step only the
+    stacked finiteness check (and t, an int drawn from a CPU generator: no device involved); the
+    logs become floats in one batch at the preview step."""
+    import collections
+    import sys
+
+    import psd_gs.guidance.base as base
+    import psd_gs.guidance.psd as psd
+
+    ours = {gen.__file__, base.__file__, psd.__file__}
+    sites = collections.Counter()
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename in ours:
+                sites[caller.co_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    cfg = small(tmp_path, steps=12, preview_every=12)  # PSD: pair every step, e_n update every 4
+    progress = [e for e in generate(cfg) if isinstance(e, Progress)]
+    assert len(progress) == 12 and len(progress[-1].history) == 12
+    n_negative_updates = 3  # steps 0, 4, 8, each drawing one t'
+    assert sites["all_finite"] == 12
+    assert sites["sample_t"] == 12 + n_negative_updates
+    assert sites["logs_to_floats"] <= 2  # one .cpu().tolist() for the whole batch
+    assert set(sites) <= {"all_finite", "sample_t", "logs_to_floats"}, sites
+
+
+def test_a_runs_folder_this_user_cannot_write_is_refused_with_the_fix(tmp_path):
+    """As in Docker: a root-owned folder and a non-root app. Real permissions: as root the check runs
+    with the effective uid of "nobody"; otherwise the folder is made read-only."""
+    import os
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="psd-gs-root-owned-"))  # mode 0700, owned by us
+    try:
+        if os.geteuid() == 0:
+            os.seteuid(65534)
+            try:
+                with pytest.raises(GenerationError) as err:
+                    gen.check_runs_root(root)
+            finally:
+                os.seteuid(0)
+        else:
+            root.chmod(0o555)
+            with pytest.raises(GenerationError) as err:
+                gen.check_runs_root(root)
+        message = str(err.value)
+        assert "cannot create run folders" in message and "chown" in message and "named volume" in message
+        assert list(root.iterdir()) == []  # nothing left behind
+        assert gen.check_runs_root(root) == root  # and a writable one passes
+    finally:
+        root.chmod(0o755)
+        shutil.rmtree(root)
+
+
+def test_generate_and_the_app_refuse_an_unusable_runs_folder_up_front(tmp_path):
+    import app
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(GenerationError, match="cannot create run folders"):
+        run(small(tmp_path, out_dir=str(blocker)))
+    with pytest.raises(SystemExit, match="psd-gs: cannot create run folders"):
+        app.main(["--runs", str(blocker)])

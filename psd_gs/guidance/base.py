@@ -23,10 +23,14 @@ from ..render import Render
 
 @dataclass
 class GuidanceOut:
-    """loss: scalar whose gradient reaches the render; logs: named floats (terms, t, rewards, ...)."""
+    """loss: scalar whose gradient reaches the render; logs: named scalars (terms, t, rewards, ...).
+
+    Log values are 0-dim tensors (detached, on the prior's device) or floats: the loop turns them into
+    floats in one batch every few steps, so a step never waits for the GPU to log.
+    """
 
     loss: torch.Tensor
-    logs: Dict[str, float] = field(default_factory=dict)
+    logs: Dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 def sds_target_loss(z0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -36,10 +40,12 @@ def sds_target_loss(z0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 class Guidance:
-    """Base: holds the frozen prior, the prompt embeddings and the noise generator.
+    """Base: holds the frozen prior, the prompt embeddings and the random generators.
 
     prompt: the text y. e_y = E_text(prompt), e_ref = E_text(cfg.negative_prompt), both [1, ...].
-    seed: seeds the generator that draws every t and every noise, so a step is reproducible.
+    seed: seeds the generators so a step is reproducible: t is drawn on the CPU (``t_generator``: an
+    integer the step needs on the host, without waiting for the GPU), every noise on the prior's
+    device (``generator``).
     """
 
     #: named loss terms of the method -> the GuidanceConfig field holding its weight ("" = always 1)
@@ -55,6 +61,7 @@ class Guidance:
         self.e_y = prior.encode_prompt(prompt)
         self.e_ref = prior.encode_prompt(cfg.negative_prompt)
         self.generator = torch.Generator(device=prior.device).manual_seed(seed)
+        self.t_generator = torch.Generator().manual_seed(seed)
 
     # ---- sampling -----------------------------------------------------------------------------
 
@@ -68,7 +75,7 @@ class Guidance:
         T = self.prior.num_train_timesteps
         lo = int(round(self.cfg.t_min * T))
         hi = max(lo, min(T - 1, int(round(self.t_max(step, total) * T))))
-        return int(torch.randint(lo, hi + 1, (1,), generator=self.generator, device=self.prior.device).item())
+        return int(torch.randint(lo, hi + 1, (1,), generator=self.t_generator))
 
     def noise_like(self, z: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like z, from this guidance's generator."""
@@ -115,8 +122,9 @@ class Guidance:
         raise NotImplementedError
 
     def state_dict(self) -> Dict[str, object]:
-        """What a checkpoint needs to continue this guidance exactly: the noise generator's state."""
-        return {"generator": self.generator.get_state()}
+        """What a checkpoint needs to continue this guidance exactly: the generators' states."""
+        return {"generator": self.generator.get_state(), "t_generator": self.t_generator.get_state()}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         self.generator.set_state(state["generator"])
+        self.t_generator.set_state(state["t_generator"])

@@ -150,7 +150,7 @@ class PSDGuidance(Guidance):
         return dpo + self.cfg.gamma * (self.e_n - self.e_ref).square().mean()
 
     def update_negative(self, x0_w: torch.Tensor, x0_l: torch.Tensor, t2: Optional[int] = None,
-                        eps2: Optional[torch.Tensor] = None) -> Dict[str, float]:
+                        eps2: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor | float]:
         """Step 5: one Adam step on e_n (a fresh t' and eps' unless given). Returns logs."""
         if t2 is None:
             t2 = self.sample_t(0, 1)  # t' ~ U[t_min, t_max_start]
@@ -160,8 +160,8 @@ class PSDGuidance(Guidance):
         loss = self.negative_loss(x0_w, x0_l, t2, eps2)
         loss.backward()
         self.neg_optimizer.step()
-        return {"loss_negative": loss.item(), "t_negative": float(t2),
-                "e_n_shift": (self.e_n - self.e_ref).square().mean().sqrt().item()}
+        return {"loss_negative": loss.detach(), "t_negative": float(t2),
+                "e_n_shift": (self.e_n.detach() - self.e_ref).square().mean().sqrt()}
 
     # ---- one step -----------------------------------------------------------------------------
 
@@ -171,17 +171,16 @@ class PSDGuidance(Guidance):
         t = self.sample_t(step, total)
         lam = self.pair_weight(step, total)
         update_neg = self.neg_optimizer is not None and step % self.cfg.neg_every == 0
-        logs: Dict[str, float] = {"t": float(t), "lambda_p": lam}
+        logs: Dict[str, torch.Tensor | float] = {"t": float(t), "lambda_p": lam}
         if lam > 0 or update_neg:
             pair = self.build_pair(z0, t)
             g = self.pair_gradient(pair, lam)
-            logs.update(reward_w=pair.reward.max(0).values.mean().item(),
-                        reward_l=pair.reward.min(0).values.mean().item(),
-                        gap=pair.gap.mean().item(), k=self.k(pair.gap).mean().item())
+            logs.update(reward_w=pair.reward.max(0).values.mean(), reward_l=pair.reward.min(0).values.mean(),
+                        gap=pair.gap.mean(), k=self.k(pair.gap).mean())
         else:
             g = self.sds_gradient(z0, t, self.e_n.detach())
         loss = sds_target_loss(z0, g)
-        logs.update(loss_sds=loss.item(), grad_norm=g.norm().item())
+        logs.update(loss_sds=loss.detach(), grad_norm=g.norm())
         if update_neg:
             n = self.cfg.neg_views
             logs.update(self.update_negative(pair.pick(pair.x0, True)[:n], pair.pick(pair.x0, False)[:n]))

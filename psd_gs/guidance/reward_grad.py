@@ -30,5 +30,5 @@ class RewardGradGuidance(SDSGuidance):
         images = render.rgb.permute(0, 3, 1, 2)  # [B, 3, H, W]
         r = self.reward.score(images, [self.prompt] * images.shape[0])
         loss_reward = -r.mean()
-        out.logs.update(loss_reward=loss_reward.item(), reward=r.mean().item())
+        out.logs.update(loss_reward=loss_reward.detach(), reward=r.detach().mean())
         return GuidanceOut(out.loss + self.cfg.lambda_r * loss_reward, out.logs)

@@ -16,4 +16,4 @@ class SDSGuidance(Guidance):
         t = self.sample_t(step, total)
         g = self.sds_gradient(z0, t, self.e_ref)
         loss = sds_target_loss(z0, g)
-        return GuidanceOut(loss, {"loss_sds": loss.item(), "t": float(t), "grad_norm": g.norm().item()})
+        return GuidanceOut(loss, {"loss_sds": loss.detach(), "t": float(t), "grad_norm": g.norm()})

@@ -10,7 +10,7 @@ from psd_gs.guidance import PSDGuidance, RewardGradGuidance, SDSGuidance, make_g
 from psd_gs.priors.stable_diffusion import load_stable_diffusion
 from psd_gs.render import Render
 from psd_gs.rewards.base import RewardModel
-from tests.tiny_models import build_tiny_sd, build_tiny_taesd
+from psd_gs.tiny import build_tiny_sd, build_tiny_taesd
 
 
 class WarmReward(RewardModel):
@@ -130,7 +130,7 @@ def test_pair_term_is_zero_outside_the_window(prior):
         assert torch.equal(render_grad(psd, render, step)[0], render_grad(sds, render, step)[0])
     assert psd.reward.calls == []
     g_in, out = render_grad(psd, render, 30)
-    assert out.logs["lambda_p"] == 2.0 and len(psd.reward.calls) == 1
+    assert float(out.logs["lambda_p"]) == 2.0 and len(psd.reward.calls) == 1
     assert not torch.equal(g_in, render_grad(sds, render, 30)[0])
 
 
@@ -161,7 +161,7 @@ def test_reward_gradient_reaches_the_render_in_reward_grad(prior):
     res = prior.resolution
     warm = torch.tensor([1.0, -0.5, -0.5]) / (res * res) / 2  # d R_b / d pixel, averaged over B = 2 views
     assert torch.allclose(g_rg - g_sds, -3.0 * warm.expand_as(g_rg), atol=1e-7)
-    assert out.logs["loss_reward"] == pytest.approx(-out.logs["reward"])
+    assert float(out.logs["loss_reward"]) == pytest.approx(-float(out.logs["reward"]))
 
 
 def test_adaptive_negative_changes_only_e_n_and_lowers_its_loss(prior):
@@ -186,7 +186,7 @@ def test_adaptive_negative_changes_only_e_n_and_lowers_its_loss(prior):
     assert all(not p.requires_grad for name in ("unet", "vae", "text_encoder", "decoder")
                for p in getattr(prior, name).parameters())
     assert torch.equal(psd.e_ref, prior.encode_prompt(""))  # the reference never moves
-    assert logs["loss_negative"] == pytest.approx(loss_before)
+    assert float(logs["loss_negative"]) == pytest.approx(loss_before)
 
 
 def test_cfg_scale_one_makes_the_negative_irrelevant(prior):

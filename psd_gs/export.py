@@ -1,0 +1,86 @@
+"""What a run hands back: scene.ply, metrics.json and turntable.mp4 in its folder, and preview images.
+
+``write_outputs`` writes them in the order that keeps the most when something fails: the scene first
+(atomic .ply), then metrics.json, then the turntable video. A turntable that fails (out of memory,
+no ffmpeg) is recorded in metrics.json as ``turntable_error`` and never loses the scene or metrics.
+The turntable is rendered a few views at a time, so its memory does not grow with its frame count.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .cameras import turntable
+from .config import RunConfig
+from .gaussians import GaussianScene
+from .ply import save_ply
+from .render import rasterize
+
+TURNTABLE_CHUNK = 4  # views rendered per rasteriser call
+TURNTABLE_ELEVATION = 20.0  # degrees, also the preview's
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """[..., 3] in [0, 1] -> uint8 numpy."""
+    return (rgb.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def preview_image(scene: GaussianScene, cfg: RunConfig, res: int, bg: float = 1.0) -> np.ndarray:
+    """The scene from a fixed three-quarter view, uint8 [res, res, 3]."""
+    cams = turntable(1, res, res, elevation=TURNTABLE_ELEVATION, radius=float(np.mean(cfg.camera.radius)),
+                     fovy=float(np.mean(cfg.camera.fovy)), start_azimuth=30.0).to(scene.device)
+    with torch.no_grad():
+        return to_uint8(rasterize(scene, cams, bg).rgb[0])
+
+
+def save_turntable(scene: GaussianScene, cfg: RunConfig, path: Path, res: int) -> Path:
+    """An MP4 of ``cfg.turntable_views`` views around the object (imageio + its bundled ffmpeg)."""
+    import imageio.v3 as iio
+
+    cams = turntable(cfg.turntable_views, res, res, elevation=TURNTABLE_ELEVATION,
+                     radius=float(np.mean(cfg.camera.radius)), fovy=float(np.mean(cfg.camera.fovy))).to(scene.device)
+    with torch.no_grad():
+        frames = np.concatenate([to_uint8(rasterize(scene, cams[i:i + TURNTABLE_CHUNK], 1.0).rgb)
+                                 for i in range(0, len(cams), TURNTABLE_CHUNK)])
+    iio.imwrite(path, frames, fps=12, codec="libx264", macro_block_size=1)
+    return path
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect garbage and return cached CUDA blocks, so an export after an out-of-memory step has room."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def write_json(path: Path, data: Dict[str, object]) -> Path:
+    """``data`` as indented JSON at ``path``, written atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path, res: int,
+                  metrics: Dict[str, object]) -> Dict[str, Optional[Path]]:
+    """scene.ply, then metrics.json, then turntable.mp4 (at ``max(res, 128)`` px) into ``out_dir``.
+
+    Returns {"ply", "metrics", "turntable"} paths; "turntable" is None when it failed, and then
+    ``metrics["turntable_error"]`` says why (metrics.json is rewritten with it).
+    """
+    ply = save_ply(scene, out_dir / "scene.ply")
+    metrics_path = write_json(out_dir / "metrics.json", metrics)
+    try:
+        video: Optional[Path] = save_turntable(scene, cfg, out_dir / "turntable.mp4", max(res, 128))
+    except (torch.OutOfMemoryError, RuntimeError, OSError) as err:  # the scene and metrics are already safe
+        (out_dir / "turntable.mp4").unlink(missing_ok=True)
+        metrics["turntable_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        write_json(metrics_path, metrics)
+        video = None
+    return {"ply": ply, "metrics": metrics_path, "turntable": video}
