@@ -112,6 +112,28 @@ def test_client_generates_downloads_and_survives_bad_input(server):
         client.predict(False, *bad_reward, api_name="/generate")
 
 
+def test_client_gets_a_clear_error_when_run_folders_cannot_be_made(server):
+    from gradio_client import Client
+
+    url, runs = server
+    runs.rename(runs.with_name("runs.moved"))
+    runs.write_text("a file where the runs folder was")
+    try:
+        with pytest.raises(Exception, match="cannot create run folders"):
+            Client(url, verbose=False).predict(False, *SMALL, api_name="/generate")
+    finally:
+        runs.unlink()
+        runs.with_name("runs.moved").rename(runs)
+    with urllib.request.urlopen(url, timeout=5) as resp:  # still serving
+        assert resp.status == 200
+
+
+def test_page_names_the_renderer():
+    demo = app.build_demo("shapes", "test", runs_root="unused")
+    world = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "world")
+    assert "Renderer: PyTorch rasteriser on the CPU" in world.value
+
+
 def test_client_compare_runs_sds_beside_the_method(server):
     from gradio_client import Client
 

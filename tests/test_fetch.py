@@ -57,6 +57,8 @@ def test_cli_check_and_offline_fetch(fake_cache, capsys, monkeypatch):
     assert "failed   xswu/HPSv2/HPS_v2.1_compressed.pt" in err and "could not be fetched" in err
     fake_cache("xswu/HPSv2", "HPS_v2.1_compressed.pt")
     assert main(["fetch-weights", "--preset", "sd", "--rewards", "hpsv2"]) == 0  # nothing left to fetch
+    assert main(["fetch-weights", "--preset", "sd", "--rewards", "none", "--check"]) == 0  # the prior alone
+    assert "14 present, 0 missing" in capsys.readouterr().out
 
 
 def test_offline_prior_without_weights_says_how_to_fetch(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from psd_gs.tiny import build_tiny_hps
 from tests.rewards.tiny import bpe_clip_tokenizer, load_tiny, tiny_clip_config, tiny_open_clip
 
 
@@ -13,9 +14,7 @@ def weights_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("reward_weights")
     # HPSv2: torch.save({"state_dict": open_clip state dict}), named as on the hub.
-    hps = tiny_open_clip(seed=1)
-    (root / "hps").mkdir()
-    torch.save({"state_dict": hps.state_dict()}, root / "hps" / "HPS_v2.1_compressed.pt")
+    build_tiny_hps(root / "hps", seed=1)
     # CLIP (OpenAI, QuickGELU): an open_clip state dict as safetensors, named as on the hub.
     from safetensors.torch import save_file
 

@@ -9,20 +9,7 @@ open_clip's, see test_pickscore_tokenizer_matches_open_clip).
 
 import gzip
 
-import torch
-
-TINY_OPEN_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 56},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
-
-def tiny_open_clip(seed: int = 0, quick_gelu: bool = False):
-    import open_clip
-
-    torch.manual_seed(seed)
-    return open_clip.CLIP(**TINY_OPEN_CLIP, quick_gelu=quick_gelu).eval()
+from psd_gs.tiny import TINY_OPEN_CLIP, tiny_open_clip  # noqa: F401 (re-exported for the tests)
 
 
 def bpe_clip_tokenizer():

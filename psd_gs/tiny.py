@@ -1,14 +1,17 @@
-"""Tiny random checkpoints saved to disk, so tests load them through the real loaders.
+"""Tiny random checkpoints saved to disk, loaded back through the same loaders as real weights.
 
-Nothing is downloaded: every component is built from a config with random weights
-(``torch.manual_seed(0)``, so builds are deterministic) and written with ``save_pretrained``, in
-the same folder layout as a hub checkpoint. Import as ``from tests.tiny_models import ...``.
+The tests and ``python -m psd_gs doctor`` use them to run the real code paths (SD prior, rewards,
+guidance) without any download. Every component is built from a config with random weights
+(``torch.manual_seed(0)``, so builds are deterministic) and written with ``save_pretrained`` or
+``torch.save``, in the same folder layout or file format as the hub checkpoint.
 
 Tiny Stable Diffusion (``build_tiny_sd``): VAE with 2 blocks (spatial factor 2) and a UNet with
 sample_size 8, so the prior's resolution is 16 and latents are [B, 4, 8, 8]; CLIP text model with
 hidden size 32 over a byte-level vocabulary of 514 tokens (every byte with and without "</w>", no
 merges, then <|startoftext|> and <|endoftext|> like CLIP's own ordering). Tiny TAESD
-(``build_tiny_taesd``): the same 4 latent channels and spatial factor 2.
+(``build_tiny_taesd``): the same 4 latent channels and spatial factor 2. Tiny open_clip models
+(``tiny_open_clip``, ``build_tiny_hps``): the real 49408-token vocabulary and 224 px input with a
+56 px patch and width 32; ``build_tiny_hps`` writes one as an HPS v2.1 checkpoint file.
 """
 
 from __future__ import annotations
@@ -136,3 +139,28 @@ def build_tiny_taesd(folder: str | Path) -> Path:
         latent_channels=4,
     ).save_pretrained(folder)
     return folder
+
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 56},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def tiny_open_clip(seed: int = 0, quick_gelu: bool = False):
+    """A tiny random open_clip CLIP (TINY_OPEN_CLIP) in eval mode."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    return open_clip.CLIP(**TINY_OPEN_CLIP, quick_gelu=quick_gelu).eval()
+
+
+def build_tiny_hps(folder: str | Path, seed: int = 1) -> Path:
+    """Write a tiny open_clip model as ``HPS_v2.1_compressed.pt`` ({"state_dict": ...}, as on the hub)
+    into ``folder``; load it with ``load_reward("hpsv2", weights=folder, model_config=TINY_OPEN_CLIP)``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "HPS_v2.1_compressed.pt"
+    torch.save({"state_dict": tiny_open_clip(seed=seed).state_dict()}, path)
+    return path
