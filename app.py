@@ -21,8 +21,11 @@ import gradio as gr
 import pandas as pd
 
 from psd_gs.config import RunConfig, preset
-from psd_gs.generate import CancelToken, GenerationError, Progress, Result, clean_old_runs, generate
+from psd_gs.device import resolve_device
+from psd_gs.generate import (CancelToken, GenerationError, Progress, Result, check_runs_root, clean_old_runs,
+                             generate)
 from psd_gs.priors.base import MissingWeightsError
+from psd_gs.render import renderer_status
 
 TITLE = "psd-gs"
 METHOD_LABELS = {"PSD (preference score distillation)": "psd", "SDS": "sds", "Reward gradient (baseline)": "reward_grad"}
@@ -36,9 +39,7 @@ def choose_world() -> Tuple[str, str]:
     forced = os.environ.get("PSD_GS_PRESET")
     if forced in ("sd", "shapes"):
         return forced, f"set by PSD_GS_PRESET={forced}"
-    import torch
-
-    if not torch.cuda.is_available():
+    if resolve_device().type != "cuda":
         return "shapes", "no CUDA GPU here, so the offline shapes world runs (closed-form prior, colour reward)"
     from huggingface_hub import try_to_load_from_cache
 
@@ -131,8 +132,8 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
         gr.Markdown(f"# {TITLE}\nText to 3D Gaussian splat by score distillation, aligned with human preference "
                     "by Preference Score Distillation: a reward model ranks the prior's own denoised guesses, "
                     "and that ranking, never the reward's pixel gradient, steers the scene.")
-        gr.Markdown(f"**World: {'Stable Diffusion 2.1 base' if world == 'sd' else 'shapes (offline)'}**, {why}.",
-                    elem_id="world")
+        gr.Markdown(f"**World: {'Stable Diffusion 2.1 base' if world == 'sd' else 'shapes (offline)'}**, {why}. "
+                    f"Renderer: {renderer_status(resolve_device())}.", elem_id="world")
         state = gr.State({})
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -200,7 +201,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                         if isinstance(event, Result):
                             results[tag] = event
                             continue
-                        history.append({"step": event.step, **event.logs})
+                        history.extend(event.history)
                         progress((event.step, event.total), desc=f"{tag}step {event.step}/{event.total}")
                         update = {status: tag + status_line(event)}
                         if event.preview is not None:
@@ -211,6 +212,8 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                         yield update
                 except (ValueError, GenerationError, MissingWeightsError) as e:
                     raise gr.Error(str(e))
+                except OSError as e:  # a full disk, a folder that vanished: say what, keep serving
+                    raise gr.Error(f"could not write the run's files: {e.strerror or e}")
                 if cancel.is_set():
                     break
             main = results[""]
@@ -246,7 +249,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="remove run folders older than this when a new run starts (default: %(default)s)")
     parser.add_argument("--queue-size", type=int, default=8, help="waiting runs before new ones are refused")
     args = parser.parse_args(argv)
-    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    try:
+        check_runs_root(args.runs)  # before anything loads: a folder we cannot write would fail every run
+    except GenerationError as e:
+        raise SystemExit(f"psd-gs: {e}")
     auth = os.environ.get("PSD_GS_AUTH")
     demo = build_demo(runs_root=args.runs, max_age_hours=args.max_age_hours)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1).launch(
