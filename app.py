@@ -15,58 +15,102 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import gradio as gr
 import pandas as pd
 
-from psd_gs.config import RunConfig, preset
+from psd_gs.config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_overrides, config_fields, preset
 from psd_gs.device import resolve_device
 from psd_gs.generate import (CancelToken, GenerationError, Progress, Result, check_runs_root, clean_old_runs,
                              generate)
+from psd_gs.fetch import prior_files, status
+from psd_gs.models import ModelCache
 from psd_gs.priors.base import MissingWeightsError
+from psd_gs.registry import METHODS, PRIORS, rewards_for
 from psd_gs.render import renderer_status
+from psd_gs.validate import validate
 
 TITLE = "psd-gs"
-METHOD_LABELS = {"PSD (preference score distillation)": "psd", "SDS": "sds", "Reward gradient (baseline)": "reward_grad"}
-SHAPES_REWARDS = ["shapes-warm", "shapes-cool"]
-SD_REWARDS = ["hpsv2", "pickscore", "aesthetic", "clip"]
 SHAPES_EXAMPLES = ["a cube", "a sphere", "a torus", "a red cube", "blue shapes"]
+RESOLUTIONS = {"shapes": ["32", "64", "128"], "sd": ["128", "256", "512"]}
+
+# The page's controls, each one config path (psd_gs.config): the main panel, then the Advanced panel.
+# Widgets, their help and ranges come from the fields themselves; "resolution" is the one pseudo-path
+# (one size for the whole run, camera.resolution = [[0, px]]).
+MAIN = ["prompt", "guidance.negative_prompt", "prior.name", "guidance.method", "reward", "guidance.cfg_scale",
+        "guidance.lambda_p", "guidance.neg_lr", "steps", "seed", "resolution"]
+ADVANCED = ["guidance.tau", "guidance.pair_window", "guidance.neg_every", "guidance.beta", "guidance.gamma",
+            "guidance.lambda_r", "guidance.t_min", "guidance.t_max_start", "guidance.t_max_end"]
+LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "prior.name": "Prior",
+          "guidance.method": "Method",
+          "reward": "Reward model", "guidance.cfg_scale": "CFG scale", "guidance.lambda_p": "Preference weight",
+          "guidance.neg_lr": "Negative-embedding learning rate", "steps": "Steps", "seed": "Seed",
+          "resolution": "Resolution"}
+ELEM_IDS = {"prompt": "prompt"}
 
 
 def choose_world() -> Tuple[str, str]:
-    """("sd" or "shapes", why): SD needs CUDA and the SD weights in the local cache."""
+    """(preset name, why): the first preset whose prior can run here ("sd" needs CUDA and its weights in
+    the local cache), else "shapes". PSD_GS_PRESET forces one."""
     forced = os.environ.get("PSD_GS_PRESET")
-    if forced in ("sd", "shapes"):
+    if forced in PRESETS:
         return forced, f"set by PSD_GS_PRESET={forced}"
-    if resolve_device().type != "cuda":
-        return "shapes", "no CUDA GPU here, so the offline shapes world runs (closed-form prior, colour reward)"
-    from huggingface_hub import try_to_load_from_cache
+    on_cuda = resolve_device().type == "cuda"
+    for name in ("sd", "shapes"):
+        prior = preset(name).prior
+        entry = PRIORS[prior.name]
+        if entry.needs_cuda and not on_cuda:
+            continue
+        missing = status(prior_files(prior))[1]
+        if missing:
+            return "shapes", (f"CUDA is here but the {entry.label} weights are not in the local cache ({len(missing)} "
+                              f"files missing); fetch them with `python -m psd_gs fetch-weights --prior "
+                              f"{prior.name}`. Running the shapes world meanwhile")
+        return name, (f"CUDA GPU and the {entry.label} weights found" if entry.needs_cuda else
+                      "no CUDA GPU here, so the offline shapes world runs (closed-form prior, colour reward)")
+    raise RuntimeError("no preset can run here")
 
-    from psd_gs.priors.stable_diffusion import DEFAULT_MODEL
 
-    if not isinstance(try_to_load_from_cache(DEFAULT_MODEL, "unet/config.json"), str):
-        return "shapes", (f"CUDA is here but {DEFAULT_MODEL} is not in the local cache; fetch it with "
-                          "`python -m psd_gs fetch-weights --preset sd`. Running the shapes world meanwhile")
-    return "sd", f"CUDA GPU and {DEFAULT_MODEL} found"
+def prior_choices(world: str) -> List[Tuple[str, str]]:
+    """(label, name) of the priors of ``world`` that can run on this device; a prior whose weights are not
+    cached is offered with that said (choosing it explains how to fetch them)."""
+    on_cuda = resolve_device().type == "cuda"
+    out = []
+    for name, entry in PRIORS.items():
+        if entry.world != world or (entry.needs_cuda and not on_cuda):
+            continue
+        missing = status(prior_files(PriorConfig(name)))[1]
+        out.append((entry.label + (" (weights not cached)" if missing else ""), name))
+    return out
 
 
-def make_config(world: str, runs_root: str, prompt: str, negative: str, method_label: str, reward: str,
-                cfg_scale: float, lambda_p: float, neg_lr: float, steps: float, seed: float, resolution: str,
-                tau: float, window_end: float, neg_every: float, beta: float, lambda_r: float) -> RunConfig:
-    """The page's values as a checked RunConfig; ValueError names the first bad one."""
-    if method_label not in METHOD_LABELS:
-        raise ValueError(f"unknown method {method_label!r}; choose one of {list(METHOD_LABELS)}")
-    if seed is None or float(seed) != int(seed) or seed < 0:
-        raise ValueError(f"seed must be a whole number >= 0, got {seed}")
-    cfg = preset(world, prompt=prompt or "", steps=int(steps), seed=int(seed), out_dir=runs_root, reward=reward)
-    g = cfg.guidance
-    g.method, g.negative_prompt, g.cfg_scale, g.lambda_p, g.neg_lr = METHOD_LABELS[method_label], negative or "", \
-        float(cfg_scale), float(lambda_p), float(neg_lr)
-    g.tau, g.pair_window, g.neg_every, g.beta, g.lambda_r = float(tau), (0.0, float(window_end)), int(neg_every), \
-        float(beta), float(lambda_r)
-    cfg.camera.resolution = ((0.0, int(resolution)),)
-    return cfg.check()
+def make_config(world: str, runs_root: str, values: Mapping[str, object]) -> RunConfig:
+    """The page's values (config path -> value) on the world's preset, validated; ValueError names the first
+    bad one."""
+    cfg = preset(world, out_dir=runs_root)
+    values = dict(values)
+    if "resolution" in values:
+        values["camera.resolution"] = [[0.0, values.pop("resolution")]]
+    if values.get("prompt") is None:
+        values["prompt"] = ""
+    return validate(apply_overrides(cfg, values))
+
+
+def widget(f: FieldInfo, label: str, choices: Optional[List[Tuple[str, str]]] = None, **kwargs) -> gr.components.Component:
+    """A control for config field ``f``: its value, help as the info line, its range."""
+    common = dict(label=label, info=f.help, **kwargs)
+    if choices is not None:
+        return gr.Dropdown(choices=choices, value=f.value, **common)
+    if f.type is bool:
+        return gr.Checkbox(value=f.value, **common)
+    if f.type in (int, float):
+        low = f.minimum if f.minimum is not None else f.above
+        return gr.Number(value=f.value, precision=0 if f.type is int else None, minimum=low, maximum=f.maximum,
+                         **common)
+    if f.type is str:
+        return gr.Textbox(value=f.value, **common)
+    return gr.Textbox(value=json.dumps(f.value), **common)  # tuples and lists as JSON, parsed back by the config
 
 
 def curves(history: List[Dict[str, float]]) -> Tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,13 +147,11 @@ def summary(result: Result, label: str) -> str:
     return done
 
 
-def compare_table(a: Result, b: Result) -> pd.DataFrame:
+def compare_table(a: Result, b: Result, reward) -> pd.DataFrame:
     """Reward per orbit view of the chosen method's scene and SDS's, side by side."""
     from psd_gs.evaluate import eval_cameras, render_views, score
-    from psd_gs.rewards.registry import load_reward
 
     cfg = RunConfig.from_dict(json.loads(a.config_path.read_text()))
-    reward = load_reward(cfg.reward)
     cams = eval_cameras(8, cfg.camera.resolution[-1][1], cfg.camera.radius[0], cfg.camera.fovy[0])
     ra = score(render_views(a.scene, cams), reward, cfg.prompt)
     rb = score(render_views(b.scene, cams), reward, cfg.prompt)
@@ -125,40 +167,36 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
     if world is None:
         world, why = choose_world()
     base = preset(world)
-    rewards = SHAPES_REWARDS if world == "shapes" else SD_REWARDS
-    g = base.guidance
+    fields = {f.path: f for f in config_fields(base)}
+    fields["resolution"] = FieldInfo("resolution", str, str(base.camera.resolution[-1][1]),
+                                     "render size in pixels for the whole run")
+    choices = {"prior.name": prior_choices(PRIORS[base.prior.name].world),
+               "guidance.method": [(e.label, name) for name, e in METHODS.items()],
+               "reward": [(e.label, name) for name, e in rewards_for(PRIORS[base.prior.name].world).items()],
+               "resolution": [(f"{r} px", r) for r in RESOLUTIONS.get(world, ["64"])]}
+    cache = ModelCache()  # models stay loaded between clicks (and for Compare's SDS pass)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\nText to 3D Gaussian splat by score distillation, aligned with human preference "
                     "by Preference Score Distillation: a reward model ranks the prior's own denoised guesses, "
                     "and that ranking, never the reward's pixel gradient, steers the scene.")
-        gr.Markdown(f"**World: {'Stable Diffusion 2.1 base' if world == 'sd' else 'shapes (offline)'}**, {why}. "
+        gr.Markdown(f"**World: {PRIORS[base.prior.name].label}**, {why}. "
                     f"Renderer: {renderer_status(resolve_device())}.", elem_id="world")
         state = gr.State({})
+        controls: Dict[str, gr.components.Component] = {}
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(label="Prompt", value="a cube" if world == "shapes" else "",
-                                    placeholder="a cube" if world == "shapes" else "a corgi wearing a crown",
-                                    elem_id="prompt")
-                if world == "shapes":
-                    gr.Examples(SHAPES_EXAMPLES, inputs=prompt, label="The shapes world knows colours and shapes")
-                negative = gr.Textbox(label="Negative prompt", value="")
-                method = gr.Radio(list(METHOD_LABELS), value=list(METHOD_LABELS)[0], label="Method")
-                reward = gr.Dropdown(rewards, value=base.reward, label="Reward model")
-                cfg_scale = gr.Slider(1.0, 100.0, value=g.cfg_scale, step=0.5, label="CFG scale")
-                lambda_p = gr.Slider(0.0, 10.0, value=g.lambda_p, step=0.1, label="Preference weight")
-                neg_lr = gr.Number(value=g.neg_lr, label="Negative-embedding learning rate", minimum=0.0)
-                steps = gr.Slider(10, 5000, value=base.steps, step=10, label="Steps")
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                resolution = gr.Dropdown(["32", "64", "128", "256", "512"], label="Resolution",
-                                         value=str(base.camera.resolution[-1][1]))
+                for path in MAIN:
+                    f = fields[path]
+                    if path == "prompt":
+                        f = FieldInfo("prompt", str, "a cube" if world == "shapes" else "", f.help)
+                    controls[path] = widget(f, LABELS.get(path, path), choices.get(path), elem_id=ELEM_IDS.get(path))
+                    if path == "prompt" and world == "shapes":
+                        gr.Examples(SHAPES_EXAMPLES, inputs=controls[path],
+                                    label="The shapes world knows colours and shapes")
                 with gr.Accordion("Advanced", open=False):
-                    tau = gr.Number(value=g.tau, label="Reward gap for full preference weight (tau)")
-                    window_end = gr.Slider(0.0, 1.0, value=g.pair_window[1], step=0.05,
-                                           label="Preference acts until (fraction of the run)")
-                    neg_every = gr.Number(value=g.neg_every, precision=0, minimum=1, label="Update negative every")
-                    beta = gr.Number(value=g.beta, label="DPO beta")
-                    lambda_r = gr.Number(value=g.lambda_r, label="Reward-gradient weight (baseline only)")
+                    for path in ADVANCED:
+                        controls[path] = widget(fields[path], path)
                 compare = gr.Checkbox(value=False, label="Compare: also run SDS with the same seed")
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -177,12 +215,11 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                     compare_model = gr.Model3D(label="SDS, same seed", height=300)
                     compare_df = gr.Dataframe(label="Reward over orbit views", interactive=False)
 
-        inputs = [prompt, negative, method, reward, cfg_scale, lambda_p, neg_lr, steps, seed, resolution, tau,
-                  window_end, neg_every, beta, lambda_r]
+        paths = list(controls)
 
         def run(state, compare_on, *values, progress=gr.Progress()):
             try:
-                cfg = make_config(world, runs_root, *values)
+                cfg = make_config(world, runs_root, dict(zip(paths, values)))
             except ValueError as e:
                 raise gr.Error(str(e))
             clean_old_runs(Path(runs_root), max_age_hours * 3600.0)
@@ -197,7 +234,8 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             for tag, run_cfg in passes:
                 history.clear()
                 try:
-                    for event in generate(run_cfg, cancel=cancel):
+                    prior, reward = cache.for_run(run_cfg)
+                    for event in generate(run_cfg, prior, reward, cancel=cancel):
                         if isinstance(event, Result):
                             results[tag] = event
                             continue
@@ -225,7 +263,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             if "SDS: " in results:
                 other = results["SDS: "]
                 update.update({compare_md: summary(other, "SDS with the same seed"), compare_model: str(other.ply_path),
-                               compare_df: compare_table(main, other)})
+                               compare_df: compare_table(main, other, cache.reward(cfg.reward, resolve_device(cfg.device)))})
             yield update
 
         def stop_run(state):
@@ -233,7 +271,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                 state["cancel"].set()
             return "Stopping after the current step; what exists so far will be shown."
 
-        go.click(run, inputs=[state, compare, *inputs],
+        go.click(run, inputs=[state, compare, *controls.values()],
                  outputs=[status, preview, reward_plot, loss_plot, model, video, files, compare_md, compare_model,
                           compare_df], api_name="generate", concurrency_limit=1)
         stop.click(stop_run, inputs=state, outputs=status, queue=False, api_name="stop")

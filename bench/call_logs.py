@@ -8,21 +8,18 @@ guidance code itself is the project's own, unchanged, so the logs are what the i
 
 from __future__ import annotations
 
-import os
-import sys
 from collections import Counter
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from psd_gs.config import GuidanceConfig  # noqa: E402
-from psd_gs.guidance import make_guidance  # noqa: E402
-from psd_gs.priors.base import DiffusionPrior  # noqa: E402
-from psd_gs.render import Render  # noqa: E402
-from psd_gs.rewards.base import RewardModel  # noqa: E402
+from psd_gs.cameras import make_cameras
+from psd_gs.config import GuidanceConfig
+from psd_gs.guidance import make_guidance
+from psd_gs.priors.base import DiffusionPrior
+from psd_gs.render import Render
+from psd_gs.rewards.base import RewardModel
 
 
 class CountingPrior(DiffusionPrior):
@@ -53,7 +50,7 @@ class CountingPrior(DiffusionPrior):
         self.counts["taesd_dec_fwd"] += z.shape[0]
         return F.interpolate(z[:, :3], scale_factor=2).sigmoid()
 
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cameras) -> torch.Tensor:
         self.counts["unet_fwd"] += z_t.shape[0]
         self.counts["unet_calls"] += 1
         if torch.is_grad_enabled() and emb.requires_grad:
@@ -82,10 +79,11 @@ def record(cfg: GuidanceConfig, steps: range, total: int) -> Dict[str, float]:
     prior, reward = CountingPrior(counts), CountingReward(counts)
     guidance = make_guidance(cfg, prior, "a prompt", reward if cfg.method != "sds" else None, seed=0)
     rgb = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0))
+    cams = make_cameras(20.0, 0.0, 2.5, 49.1, 16, 16)
     for step in steps:
         render_rgb = rgb.clone().requires_grad_(True)
-        out = guidance.step(Render(render_rgb, rgb[..., :1], rgb[..., :1], {}), None, step, total)
-        out.loss.backward()
+        out = guidance.step(Render(render_rgb, rgb[..., :1], rgb[..., :1], {}), cams, step, total)
+        out.loss.backward()  # every term: the scene's and, on update steps, the learned negative's
     counts.pop("unet_calls", None)
     return {name: n / len(steps) for name, n in sorted(counts.items())}
 

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .config import METHODS, PRESETS, RunConfig, preset
+from .config import PRESETS, RunConfig, apply_overrides, config_fields, preset
+from .registry import METHODS, PRIORS, REWARDS
 
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 2, 130
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench"
-# Kept in sync with psd_gs.rewards.registry.REWARDS by tests/test_cli.py (importing it costs torch).
-REWARD_NAMES = ("shapes-warm", "shapes-cool", "hpsv2", "pickscore", "aesthetic", "clip")
 POSTFIX_LOGS = ("loss_sds", "reward_w", "gap", "reward")  # Progress.logs shown on the progress bar
 
 EXAMPLES = """\
@@ -98,7 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_fetch_weights(sub)
     _add_doctor(sub)
+    _add_config(sub)
     return parser
+
+
+# Shortcut options of ``generate``: each sets one config path, exactly as ``--set PATH=VALUE`` would.
+SHORTCUTS = {"method": "guidance.method", "reward": "reward", "prior": "prior.name", "prior_source": "prior.source",
+             "steps": "steps", "seed": "seed", "out": "out_dir", "device": "device", "cfg_scale": "guidance.cfg_scale",
+             "lambda_p": "guidance.lambda_p", "neg_lr": "guidance.neg_lr", "tau": "guidance.tau",
+             "checkpoint_every": "checkpoint_every", "turntable_views": "turntable_views"}
+CHOICES = {"method": METHODS, "reward": REWARDS, "prior": PRIORS, "device": ("auto", "cpu", "cuda")}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """--preset, the shortcut options and --set: every field of a RunConfig, one way."""
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a named bundle of defaults: shapes (the offline closed-form world, a CPU is enough) or "
+                        "sd (Stable Diffusion, needs a GPU and its weights) (default: shapes)")
+    helps = {f.path: f.help for f in config_fields(RunConfig(), with_options=False)}
+    for dest, path in SHORTCUTS.items():
+        choices = CHOICES.get(dest)
+        p.add_argument(f"--{dest.replace('_', '-')}", dest=dest, metavar=None if choices else "VALUE",
+                       choices=list(choices) if choices else None,
+                       help=f"{helps[path]} (sets {path}; default: {_per_preset(lambda c: _get(c, path))})")
+    p.add_argument("--resolution", type=int, metavar="PX",
+                   help="render size in pixels for the whole run, a multiple of 8 (sets camera.resolution; default: "
+                        f"{_per_preset(lambda c: '/'.join(str(r) for _, r in c.camera.resolution))})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="set any config field, e.g. --set guidance.tau=0.3 --set camera.batch=2 (repeatable; "
+                        "`python -m psd_gs config` lists every PATH; default: none, the preset's values)")
+
+
+def _get(cfg: RunConfig, path: str):
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _add_generate(sub) -> None:
@@ -108,48 +142,12 @@ def _add_generate(sub) -> None:
         description=_para("Optimise a 3D Gaussian splat for PROMPT and write it into a new run folder below --out: "
                     "config.json, scene.ply, turntable.mp4, metrics.json (and checkpoint.pt with "
                     "--checkpoint-every). Ctrl-C stops after the current step and keeps what exists; "
-                    "press it twice to abort at once. Options left out keep the preset's value."))
+                    "press it twice to abort at once. Options left out keep the preset's value; --set reaches "
+                    "every other field."))
     p.add_argument("prompt", nargs="?", metavar="PROMPT",
-                   help='what to make, e.g. "a red cube". The shapes preset knows only its colour and shape '
-                        'words (assets/shapes.json: "a red cube", "a cube", "a sphere"); required unless --resume')
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="shapes: the offline closed-form world, runs on a CPU in minutes; sd: Stable "
-                        "Diffusion, needs a GPU and its weights (default: shapes)")
-    p.add_argument("--method", choices=METHODS,
-                   help=f"guidance: sds (plain score distillation), psd (preference score distillation), "
-                        f"reward_grad (SDS + reward gradient baseline) (default: {RunConfig().guidance.method})")
-    p.add_argument("--reward", metavar="NAME",
-                   help=f"reward model that ranks the pairs (psd) or is ascended (reward_grad), one of "
-                        f"{', '.join(REWARD_NAMES)} (default: {_per_preset(lambda c: c.reward)})")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help=f"optimisation steps (default: {_per_preset(lambda c: c.steps)})")
-    p.add_argument("--seed", type=int, metavar="N", help=f"random seed (default: {RunConfig().seed})")
-    p.add_argument("--out", metavar="DIR",
-                   help=f"folder below which the run gets its own new folder (default: {RunConfig().out_dir}/)")
-    p.add_argument("--cfg-scale", type=float, metavar="S",
-                   help=f"classifier-free guidance scale s, >= 1 "
-                        f"(default: {_per_preset(lambda c: c.guidance.cfg_scale)})")
-    p.add_argument("--lambda-p", type=float, metavar="X",
-                   help=f"weight of PSD's preference pair term; 0 turns it off "
-                        f"(default: {_per_preset(lambda c: c.guidance.lambda_p)})")
-    p.add_argument("--neg-lr", type=float, metavar="X",
-                   help=f"learning rate of PSD's adaptive negative embedding; 0 freezes it "
-                        f"(default: {_per_preset(lambda c: c.guidance.neg_lr)})")
-    p.add_argument("--tau", type=float, metavar="X",
-                   help=f"reward gap at which the pair term reaches full weight, > 0 "
-                        f"(default: {_per_preset(lambda c: c.guidance.tau)})")
-    p.add_argument("--resolution", type=int, metavar="PX",
-                   help="render size in pixels for the whole run, a multiple of 8 (default: the preset's "
-                        f"schedule, {_per_preset(lambda c: '/'.join(str(r) for _, r in c.camera.resolution))})")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                   help="where to run; auto picks CUDA when available (default: auto)")
-    p.add_argument("--prior", metavar="ID_OR_DIR",
-                   help="sd preset: hub id or local folder of the Stable Diffusion checkpoint "
-                        "(default: the built-in model id)")
-    p.add_argument("--checkpoint-every", type=int, metavar="N",
-                   help="save a resumable checkpoint.pt every N steps; 0 never (default: 0)")
-    p.add_argument("--turntable-views", type=int, metavar="N",
-                   help=f"frames of turntable.mp4 (default: {RunConfig().turntable_views})")
+                   help='what to make, e.g. "a red cube". The shapes prior knows only its colour and shape '
+                        'words ("a red cube", "a cube", "a sphere"); required unless --resume')
+    _add_run_options(p)
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run folder from its checkpoint.pt with its own config.json; no PROMPT "
                         "or run options with it (default: start a new run)")
@@ -157,22 +155,38 @@ def _add_generate(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser(
+        "config", formatter_class=_Formatter,
+        help="print every config field (PATH, value, help) of a preset with your options applied",
+        description=_para("List every field --set can reach, with its value after --preset, the shortcut options and "
+                          "--set, and its help; or, with --json, the whole config as generate would save it. "
+                          "Nothing runs."),
+        epilog="examples:\n  python -m psd_gs config --preset sd\n"
+               "  python -m psd_gs config --set guidance.tau=0.3 --json")
+    _add_run_options(p)
+    p.add_argument("--prompt", default=None, help="the prompt (default: the preset's)")
+    p.add_argument("--json", action="store_true", help="print the config as JSON (default: the table)")
+    p.set_defaults(func=cmd_config)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", formatter_class=_Formatter, epilog=EXAMPLES,
         help="score a finished run or .ply from orbit views with reward models",
         description=_para("Render --views orbit views of a run's scene.ply (or any 3DGS .ply), score them with each "
-                    "reward, and write evaluation.json and views.png (the views side by side). For shapes runs "
-                    "(or when every reward is shapes-*) the report adds the shapes world's fidelity: the "
-                    "nearest allowed object, its PSNR, the object the reward prefers, and whether they match."))
+                    "reward, and write evaluation.json and views.png (the views side by side). Where the run's prior "
+                    "(or, for a lone .ply, the rewards' world) can say more, the report adds it: in the shapes "
+                    "world the nearest allowed object, its PSNR, the object the reward prefers, and whether they "
+                    "match."))
     p.add_argument("target", metavar="RUN_OR_PLY",
                    help="a run folder (its config.json gives the prompt, preset and camera) or a .ply file")
     p.add_argument("--prompt", metavar="TEXT",
                    help="the prompt the rewards score against (default: the run's prompt; required for a .ply "
                         "outside a run folder)")
     p.add_argument("--rewards", metavar="NAMES",
-                   help=f"comma-separated reward names from {', '.join(REWARD_NAMES)} (default: the run's "
-                        f"reward for a shapes run, shapes-warm if it has none; hpsv2 otherwise)")
+                   help=f"comma-separated reward names from {', '.join(REWARDS)} (default: the run's own reward; "
+                        f"hpsv2 for a .ply outside a run folder)")
     p.add_argument("--views", type=int, default=8, metavar="N", help="orbit views to render (default: 8)")
     p.add_argument("--resolution", type=int, metavar="PX",
                    help="view size in pixels (default: the run's last training resolution, 64 without a run)")
@@ -200,15 +214,21 @@ def _add_bench(sub) -> None:
 def _add_fetch_weights(sub) -> None:
     p = sub.add_parser(
         "fetch-weights", formatter_class=_Formatter,
-        help="download every checkpoint a preset and its rewards need, for offline runs (HF_HUB_OFFLINE=1)",
-        description=_para("List the Hugging Face files the chosen preset's prior and the chosen rewards load, say "
+        help="download every checkpoint a prior and rewards need, for offline runs (HF_HUB_OFFLINE=1)",
+        description=_para("List the Hugging Face files the chosen prior and rewards load (psd_gs.registry), say "
                           "which are already in the local cache, and download the missing ones (unless "
                           "--check). Afterwards runs with HF_HUB_OFFLINE=1 never touch the network."),
-        epilog="examples:\n  python -m psd_gs fetch-weights --preset sd --rewards hpsv2\n"
-               "  python -m psd_gs fetch-weights --preset sd --rewards hpsv2,pickscore,aesthetic,clip --check")
-    p.add_argument("--preset", default="sd", choices=sorted(PRESETS), help="whose prior to fetch (default: sd)")
+        epilog="examples:\n  python -m psd_gs fetch-weights --prior sd --rewards hpsv2\n"
+               "  python -m psd_gs fetch-weights --rewards hpsv2,pickscore,aesthetic,clip --check\n"
+               "  python -m psd_gs fetch-weights --prior none --rewards pickscore")
+    p.add_argument("--prior", default=None, choices=[*PRIORS, "none"],
+                   help="whose weights to fetch, or none (default: the preset's prior, sd)")
+    p.add_argument("--prior-source", default="", metavar="ID_OR_DIR",
+                   help="the prior's checkpoint, hub id or folder (default: the prior's own default)")
+    p.add_argument("--preset", default="sd", choices=sorted(PRESETS),
+                   help="take the prior from this preset when --prior is not given (default: sd)")
     p.add_argument("--rewards", default="hpsv2",
-                   help="comma-separated reward names, or none (default: hpsv2)")
+                   help=f"comma-separated reward names from {', '.join(REWARDS)}, or none (default: hpsv2)")
     p.add_argument("--check", action="store_true", help="only report what is present and missing (default: fetch)")
     p.set_defaults(func=cmd_fetch_weights)
 
@@ -249,9 +269,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
     from .fetch import fetch, required_files, status
 
-    # 1. Check inputs: the reward names and the preset resolve to a list of hub files
+    # 1. Check inputs: the prior and the reward names resolve to a list of hub files
+    from .config import PriorConfig
+
     rewards = [r.strip() for r in args.rewards.split(",") if r.strip() and r.strip() != "none"]
-    files = required_files(args.preset, rewards)
+    name = args.prior or preset(args.preset).prior.name
+    prior = None if name == "none" else PriorConfig(name, args.prior_source)
+    files = required_files(prior, rewards)
     present, missing = status(files)
     for repo, name in present:
         print(f"present  {repo}/{name}")
@@ -275,30 +299,29 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 # ---- generate ---------------------------------------------------------------------------------
 
 
-# option dest -> RunConfig field; guidance options carry GuidanceConfig's own field names
-RUN_OPTIONS = {"prompt": "prompt", "steps": "steps", "seed": "seed", "out": "out_dir", "device": "device",
-               "reward": "reward", "prior": "prior", "checkpoint_every": "checkpoint_every",
-               "turntable_views": "turntable_views"}
-GUIDANCE_OPTIONS = ("method", "cfg_scale", "lambda_p", "neg_lr", "tau")
-
-
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The preset with every option the user gave set on it (nothing checked yet)."""
-    given = {field: getattr(args, opt) for opt, field in RUN_OPTIONS.items() if getattr(args, opt) is not None}
-    cfg = preset(args.preset or "shapes", **given)
-    for name in GUIDANCE_OPTIONS:
-        if getattr(args, name) is not None:
-            setattr(cfg.guidance, name, getattr(args, name))
+    """The preset, then the shortcut options, then every --set (the last one given wins); unchecked."""
+    cfg = preset(args.preset or "shapes")
+    given = {path: getattr(args, dest) for dest, path in SHORTCUTS.items() if getattr(args, dest) is not None}
+    if getattr(args, "prompt", None) is not None:
+        given["prompt"] = args.prompt
     if args.resolution is not None:
-        cfg.camera.resolution = ((0.0, args.resolution),)
-    return cfg
+        given["camera.resolution"] = [[0.0, args.resolution]]
+    apply_overrides(cfg, given)
+    return apply_overrides(cfg, args.overrides)
+
+
+def _run_options_given(args: argparse.Namespace) -> List[str]:
+    return [f"--{o.replace('_', '-')}" for o in ["preset", *SHORTCUTS, "resolution"] if getattr(args, o) is not None] \
+        + (["--set"] if args.overrides else [])
 
 
 def _check_generate_inputs(args: argparse.Namespace) -> RunConfig:
     """The checked config of a new run, or of the run to resume; CLIError/ValueError naming the fix."""
+    from .validate import validate
+
     if args.resume is not None:
-        given = [f"--{opt.replace('_', '-')}" for opt in ["preset", *RUN_OPTIONS, *GUIDANCE_OPTIONS, "resolution"]
-                 if opt != "prompt" and getattr(args, opt) is not None]
+        given = _run_options_given(args)
         if args.prompt is not None or given:
             raise CLIError(f"--resume continues a run with its own config.json; drop "
                            f"{', '.join((['PROMPT'] if args.prompt is not None else []) + given)}")
@@ -307,23 +330,28 @@ def _check_generate_inputs(args: argparse.Namespace) -> RunConfig:
             if not (run_dir / name).is_file():
                 raise CLIError(f"cannot resume {run_dir}: it has no {name}; only runs made with "
                                f"--checkpoint-every N can be resumed")
-        cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())).check()
-        _check_device(cfg.device)
-        return cfg
-
-    if args.prompt is None:
-        raise CLIError('missing PROMPT: say what to make, e.g. python -m psd_gs generate "a red cube"')
-    cfg = config_from_args(args).check()  # ValueError naming the field, e.g. the empty prompt or the steps
-    from .rewards.registry import REWARDS
-
-    if cfg.reward not in REWARDS:
-        raise CLIError(f"unknown reward {cfg.reward!r} (--reward); known rewards: {', '.join(sorted(REWARDS))}")
-    if cfg.preset == "shapes":
-        from .priors.shapes_world import ShapesWorld
-
-        ShapesWorld().select(cfg.prompt)  # ValueError naming the unknown words and the vocabulary
+        cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    else:
+        if args.prompt is None:
+            raise CLIError('missing PROMPT: say what to make, e.g. python -m psd_gs generate "a red cube"')
+        cfg = config_from_args(args)
     _check_device(cfg.device)
-    return cfg
+    return validate(cfg)  # ValueError naming the field: the empty prompt, an unknown word, a reward's world
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    cfg = validate(config_from_args(args))
+    if args.json:
+        print(cfg.to_json())
+        return EXIT_OK
+    rows = [(f.path, json.dumps(f.value) if not isinstance(f.value, str) else repr(f.value), f.help)
+            for f in config_fields(cfg)]
+    w0, w1 = max(len(r[0]) for r in rows), min(24, max(len(r[1]) for r in rows))
+    for path, value, help_text in rows:
+        print(f"{path:<{w0}}  {value:<{w1}}  {help_text}")
+    return EXIT_OK
 
 
 def _check_device(device: str) -> None:
@@ -377,7 +405,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result = None
     if not args.quiet:
         where = f"resuming {args.resume}" if args.resume else f"into {cfg.out_dir}/"
-        print(f"generating {cfg.prompt!r}: preset {cfg.preset}, method {cfg.guidance.method}, {cfg.steps} steps, "
+        print(f"generating {cfg.prompt!r}: prior {cfg.prior.name}, method {cfg.guidance.method}, reward {cfg.reward}, "
+              f"{cfg.steps} steps, "
               f"seed {cfg.seed}, {where}", flush=True)
     with tqdm(total=cfg.steps, desc="preparing", unit="step", disable=args.quiet, file=sys.stderr,
               dynamic_ncols=True, mininterval=0.5) as bar, cancel_on_ctrl_c(cancel):
@@ -431,21 +460,29 @@ def _resolve_target(target: str) -> Tuple[Path, Optional[RunConfig]]:
     return ply, cfg
 
 
-def _default_rewards(cfg: Optional[RunConfig]) -> List[str]:
-    if cfg is not None and cfg.preset == "shapes":
-        return [cfg.reward if cfg.reward.startswith("shapes-") else "shapes-warm"]
-    return ["hpsv2"]
+def _world_report(cfg: Optional[RunConfig], names: List[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(prior name whose report applies, the reward it judges with), or (None, None): the run's own prior;
+    for a lone .ply, a prior of the world every reward scores."""
+    if cfg is not None:
+        name = cfg.prior.name
+    else:
+        worlds = set.intersection(*(set(REWARDS[n].worlds) for n in names))
+        name = next((p for p, e in PRIORS.items() if e.world in worlds and e.report), None)
+    if name is None or not PRIORS[name].report:
+        return None, None
+    world = PRIORS[name].world
+    judge = next((n for n in names if world in REWARDS[n].worlds), cfg.reward if cfg else None)
+    return name, judge
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    # 1. Check inputs: the scene, prompt, reward names, views, and whether the shapes report applies
-    from .rewards.registry import REWARDS
-
+    # 1. Check inputs: the scene, prompt, reward names, views, and whether a world report applies
     ply, cfg = _resolve_target(args.target)
     prompt = args.prompt if args.prompt is not None else (cfg.prompt if cfg else None)
     if prompt is None:
         raise CLIError(f"{ply} is not in a run folder, so there is no prompt to score against; pass --prompt TEXT")
-    names = [n.strip() for n in args.rewards.split(",") if n.strip()] if args.rewards else _default_rewards(cfg)
+    names = [n.strip() for n in args.rewards.split(",") if n.strip()] if args.rewards else \
+        [cfg.reward if cfg else "hpsv2"]
     if not names:
         raise CLIError("--rewards is empty; pass names such as shapes-warm or hpsv2,clip")
     unknown = [n for n in names if n not in REWARDS]
@@ -457,36 +494,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     resolution = args.resolution or (cfg.camera.resolution[-1][1] if cfg else 64)
     if not 8 <= resolution <= 2048:
         raise CLIError(f"--resolution {resolution}: must be between 8 and 2048 pixels")
-    shapes = (cfg is not None and cfg.preset == "shapes") or all(n.startswith("shapes-") for n in names)
-    if shapes and prompt.strip():
-        from .priors.shapes_world import ShapesWorld
-
-        ShapesWorld().select(prompt)  # the shapes report needs a prompt in its vocabulary
+    report_prior, judge_name = _world_report(cfg, names)
     out_dir = Path(args.out) if args.out else ply.parent
     _check_device(args.device)
 
     # 2. Load the scene and the reward models
-    from .evaluate import eval_cameras, evaluate
     from .device import resolve_device
+    from .evaluate import eval_cameras, evaluate
     from .ply import load_ply
-    from .rewards.registry import load_reward
+    from .registry import resolve
+    from .rewards import load_reward
 
     device = resolve_device(args.device)
     scene = load_ply(ply, device=device)  # ValueError naming the file for a malformed .ply
     rewards = {name: load_reward(name, device=device) for name in names}
-    shapes_reward = None
-    if shapes:
-        shapes_name = next((n for n in names if n.startswith("shapes-")), None) or _default_rewards(cfg)[0]
-        if not shapes_name.startswith("shapes-"):
-            shapes_name = "shapes-warm"
-        shapes_reward = rewards.get(shapes_name) or load_reward(shapes_name, device=device)
+    report = None
+    if report_prior is not None:
+        judge = rewards.get(judge_name) or load_reward(judge_name, device=device)
+        report = (report_prior, resolve(PRIORS[report_prior].report), judge)
 
     # 3. Render the orbit views, score, write evaluation.json and views.png
     radius = sum(cfg.camera.radius) / 2 if cfg else 2.0
     fovy = sum(cfg.camera.fovy) / 2 if cfg else 49.1
     cams = eval_cameras(args.views, resolution, radius, fovy)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = evaluate(scene, prompt, rewards, cams, out_dir=out_dir, shapes=shapes, reward_for_shapes=shapes_reward)
+    report = evaluate(scene, prompt, rewards, cams, out_dir=out_dir, world_report=report)
 
     # 4. Print a short table
     print(f"{ply}: {len(scene)} Gaussians, prompt {prompt!r}, {args.views} views at {resolution} px")
@@ -494,10 +526,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{'reward':<{width}}  {'mean':>8}  {'min':>8}  {'max':>8}")
     for name, r in report["rewards"].items():
         print(f"{name:<{width}}  {r['mean']:8.4f}  {min(r['per_view']):8.4f}  {max(r['per_view']):8.4f}")
-    if "shapes" in report:
-        s = report["shapes"]
-        print(f"shapes: nearest {s['nearest']} (PSNR {s['psnr']:.2f} dB), preferred {s['preferred']}, "
-              f"hit {'yes' if s['hit'] else 'no'}")
+    if report_prior in report:  # the world's own report: its scalar entries
+        items = [(k, v) for k, v in report[report_prior].items() if isinstance(v, (str, int, float))]
+        print(f"{report_prior}: " + ", ".join(
+            f"{k} {('yes' if v else 'no') if isinstance(v, bool) else f'{v:.3f}' if isinstance(v, float) else v}"
+            for k, v in items))
     print(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'views.png'}")
     return EXIT_OK
 

@@ -1,114 +1,130 @@
-"""Typed configs with named presets. DESIGN.md's symbols are noted next to each field.
+"""Typed configs, named presets, and one way to set any field (docs/design.md section 2).
 
-``RunConfig`` holds everything one generation needs; ``preset(name, **overrides)`` returns the
-``shapes`` (offline closed-form world, runs anywhere) or ``sd`` (Stable Diffusion, GPU) defaults.
-The resolved config is saved as config.json at the start of each run.
+``RunConfig`` holds everything one generation needs: the prompt and run length, the prior
+(``PriorConfig``: which prior by name, its weights, its own options), the Gaussians (``SceneConfig``),
+the training cameras (``CameraConfig``) and the guidance (``GuidanceConfig``). Every field is declared
+with ``knob(default, help, ...)``: its help text and range live next to it, and the CLI (``--set``),
+the app's Advanced panel and ``check()`` all read them from there.
+
+Setting a field, from anywhere (CLI, app, batch jobs, code): a dotted path and a value,
+
+    apply_overrides(cfg, {"guidance.tau": "0.3", "camera.resolution": "[[0, 64]]", "steps": 200})
+
+Strings are parsed by the field's type (numbers, true/false, none, JSON for tuples and lists); a
+prior's own options are ``prior.options.<name>``, typed by the prior's options dataclass
+(``psd_gs.registry``). Choosing another prior (``prior.name``) clears the options and source of the old
+one, so set those after the name. ``config_fields(cfg)`` lists every settable path with its type, value and help.
+
+Presets are named bundles of defaults: ``preset("shapes")`` (the offline closed-form world, runs
+anywhere) and ``preset("sd")`` (Stable Diffusion, GPU). They choose the prior by its name like any
+other field; nothing downstream asks which preset a config came from. The resolved config is saved as
+config.json at the start of each run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
-METHODS = ("sds", "psd", "reward_grad")
+
+def knob(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+         minimum: Optional[float] = None, maximum: Optional[float] = None, above: Optional[float] = None,
+         choices: Optional[Tuple[str, ...]] = None) -> Any:
+    """A dataclass field with its help text and range: ``minimum``/``maximum`` inclusive, ``above``
+    exclusive, ``choices`` for strings. ``check_fields`` enforces them; the CLI and the app show them."""
+    meta = {"help": help, "minimum": minimum, "maximum": maximum, "above": above, "choices": choices}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class GuidanceConfig:
-    """Every knob of the three guidance methods (DESIGN.md sections 3 and 4).
+    """Every knob of the guidance methods (docs/design.md sections 3 and 4).
 
     Ablations: PSD without the pair term is ``lambda_p = 0``; without the adaptive negative,
     ``neg_lr = 0``; with both off PSD is exactly SDS.
     """
 
-    method: str = "psd"  # "sds", "psd" or "reward_grad"
-    negative_prompt: str = ""  # text of the reference negative embedding e_ref
-    cfg_scale: float = 7.5  # s: classifier-free guidance scale; the adaptive negative needs s > 1
-    t_min: float = 0.02  # lower end of t ~ U[t_min, t_max(step)], as a fraction of T
-    t_max_start: float = 0.98  # t_max at step 0 ...
-    t_max_end: float = 0.5  # ... annealed linearly to this at the last step
+    method: str = knob("psd", "guidance method, a name from psd_gs.registry.METHODS (sds, psd, reward_grad)")
+    negative_prompt: str = knob("", "text of the reference negative embedding e_ref")
+    cfg_scale: float = knob(7.5, "s: classifier-free guidance scale; 1 turns guidance off; the adaptive "
+                                 "negative needs s > 1", minimum=1.0, maximum=100.0)
+    t_min: float = knob(0.02, "lower end of t ~ U[t_min, t_max(step)], as a fraction of T", minimum=0.0, maximum=1.0)
+    t_max_start: float = knob(0.98, "t_max at step 0, a fraction of T", minimum=0.0, maximum=1.0)
+    t_max_end: float = knob(0.5, "t_max at the last step (annealed linearly)", minimum=0.0, maximum=1.0)
     # PSD pair term
-    lambda_p: float = 1.0  # lambda_p: weight of the preference pair term
-    tau: float = 0.01  # tau: reward gap at which k(d) = clamp(d / tau, 0, 1) saturates
-    pair_window: Tuple[float, float] = (0.0, 0.5)  # fractions of the run where the pair term acts
+    lambda_p: float = knob(1.0, "lambda_p: weight of PSD's preference pair term; 0 turns it off", minimum=0.0)
+    tau: float = knob(0.01, "tau: reward gap at which the pair term reaches full weight, k(d) = clamp(d / tau, 0, 1)",
+                      above=0.0)
+    pair_window: Tuple[float, float] = knob((0.0, 0.5), "(start, end) fractions of the run where the pair term acts")
     # PSD adaptive negative embedding e_n
-    neg_lr: float = 1e-3  # Adam learning rate of e_n; 0 freezes e_n = e_ref
-    neg_every: int = 8  # one e_n update every this many steps (cost: see bench/step_cost.py)
-    neg_views: int = 1  # views of the batch the e_n update uses (its UNet backward's memory grows with it)
-    beta: float = 1000.0  # beta: Diffusion-DPO inverse temperature
-    gamma: float = 0.1  # gamma: weight of |e_n - e_ref|^2 (mean over elements)
+    neg_lr: float = knob(1e-3, "Adam learning rate of PSD's learned negative embedding e_n; 0 freezes it",
+                         minimum=0.0)
+    neg_every: int = knob(8, "one e_n update every this many steps (cost: bench/step_cost.py)", minimum=1)
+    neg_views: int = knob(1, "views of the batch the e_n update uses (its UNet backward's memory grows with it)",
+                          minimum=1)
+    beta: float = knob(1000.0, "beta: Diffusion-DPO inverse temperature of the e_n update", minimum=0.0)
+    gamma: float = knob(0.1, "gamma: weight of |e_n - e_ref|^2 (mean over elements)", minimum=0.0)
     # reward-gradient baseline
-    lambda_r: float = 1.0  # lambda_r: weight of -R(render), whose gradient flows into the pixels
+    lambda_r: float = knob(1.0, "lambda_r: weight of -R(render) in the reward-gradient baseline", minimum=0.0)
 
     def check(self) -> "GuidanceConfig":
         """Raise ValueError naming the first field out of range; returns self."""
-        def bad(name: str, why: str) -> None:
-            raise ValueError(f"GuidanceConfig.{name} = {getattr(self, name)!r}: {why}")
-
-        if self.method not in METHODS:
-            bad("method", f"choose one of {list(METHODS)}")
-        if not self.cfg_scale >= 1.0:
-            bad("cfg_scale", "must be >= 1 (1 turns guidance off)")
-        if not 0.0 <= self.t_min < self.t_max_end <= 1.0 or not self.t_min < self.t_max_start <= 1.0:
-            bad("t_min", f"need 0 <= t_min < t_max_end, t_max_start <= 1 (t_max_start={self.t_max_start}, "
-                         f"t_max_end={self.t_max_end})")
-        for name in ("lambda_p", "neg_lr", "beta", "gamma", "lambda_r"):
-            if not getattr(self, name) >= 0.0:
-                bad(name, "must be >= 0")
-        if not self.tau > 0.0:
-            bad("tau", "must be > 0 (it divides the reward gap)")
+        check_fields(self, "guidance.")
+        if not (self.t_min < self.t_max_end <= 1.0 and self.t_min < self.t_max_start <= 1.0):
+            raise ValueError(f"guidance.t_min = {self.t_min}: need t_min < t_max_end, t_max_start <= 1 "
+                             f"(t_max_start={self.t_max_start}, t_max_end={self.t_max_end})")
         lo, hi = self.pair_window
         if not 0.0 <= lo <= hi <= 1.0:
-            bad("pair_window", "must be (start, end) fractions of the run with 0 <= start <= end <= 1")
-        if not (isinstance(self.neg_every, int) and self.neg_every >= 1):
-            bad("neg_every", "must be a whole number >= 1")
-        if not (isinstance(self.neg_views, int) and self.neg_views >= 1):
-            bad("neg_views", "must be a whole number >= 1")
+            raise ValueError(f"guidance.pair_window = {self.pair_window}: must be (start, end) fractions of the run "
+                             "with 0 <= start <= end <= 1")
         return self
 
 
 @dataclass
 class SceneConfig:
-    """The Gaussians at step 0 and how they are optimised."""
+    """The Gaussians at step 0 and how they are optimised (learning rates are DreamGaussian's)."""
 
-    n_init: int = 1000  # Gaussians at initialisation, uniform in a ball
-    init_radius: float = 0.5  # world units
-    init_opacity: float = 0.1
-    sh_degree: int = 0  # 0..3
-    color_jitter: Optional[float] = None  # None: random colour per Gaussian; x: one colour per seed +- x
-    # Adam learning rates per raw tensor (DreamGaussian's, with its position decay)
-    lr_means: float = 1e-3  # at step 0, decayed log-linearly to lr_means_final
-    lr_means_final: float = 2e-5
-    lr_quats: float = 5e-3
-    lr_scales: float = 5e-3
-    lr_opacities: float = 5e-2
-    lr_sh0: float = 1e-2
-    lr_shN: float = 5e-4
-    # densification (gsplat DefaultStrategy); steps as fractions of the run
-    densify: bool = True
-    densify_from: float = 0.1
-    densify_until: float = 0.7
-    densify_every: int = 50
-    grow_grad2d: float = 2e-4  # screen-space gradient threshold
-    prune_opa: float = 0.01
-    opacity_reset_every: int = 0  # 0: never (gsplat 1.5.3's own reset never fires; the loop does it)
-    max_gaussians: int = 20000
+    n_init: int = knob(1000, "Gaussians at initialisation, uniform in a ball", minimum=1)
+    init_radius: float = knob(0.5, "radius of that ball, world units", above=0.0)
+    init_opacity: float = knob(0.1, "opacity of every Gaussian at step 0", above=0.0, maximum=0.999)
+    sh_degree: int = knob(0, "spherical-harmonics degree of the colours", minimum=0, maximum=3)
+    color_jitter: Optional[float] = knob(None, "none: a random colour per Gaussian; x: one colour per seed +- x",
+                                         minimum=0.0)
+    lr_means: float = knob(1e-3, "Adam learning rate of the positions at step 0", minimum=0.0)
+    lr_means_final: float = knob(2e-5, "... decayed log-linearly to this at the last step", above=0.0)
+    lr_quats: float = knob(5e-3, "Adam learning rate of the rotations", minimum=0.0)
+    lr_scales: float = knob(5e-3, "Adam learning rate of the log scales", minimum=0.0)
+    lr_opacities: float = knob(5e-2, "Adam learning rate of the opacity logits", minimum=0.0)
+    lr_sh0: float = knob(1e-2, "Adam learning rate of the base colour", minimum=0.0)
+    lr_shN: float = knob(5e-4, "Adam learning rate of the higher SH bands", minimum=0.0)
+    densify: bool = knob(True, "grow and prune Gaussians with gsplat's DefaultStrategy")
+    densify_from: float = knob(0.1, "densification starts at this fraction of the run", minimum=0.0, maximum=1.0)
+    densify_until: float = knob(0.7, "... and stops at this fraction", minimum=0.0, maximum=1.0)
+    densify_every: int = knob(50, "steps between densifications", minimum=1)
+    grow_grad2d: float = knob(2e-4, "screen-space gradient above which a Gaussian is cloned or split", minimum=0.0)
+    prune_opa: float = knob(0.01, "Gaussians below this opacity are pruned", minimum=0.0, maximum=1.0)
+    opacity_reset_every: int = knob(0, "reset opacities every this many steps while densifying; 0 never",
+                                    minimum=0)
+    max_gaussians: int = knob(20000, "growth stops at this many Gaussians", minimum=1)
 
 
 @dataclass
 class CameraConfig:
     """Training cameras (psd_gs/cameras.py conventions) and the render resolution schedule."""
 
-    batch: int = 1  # views per step
-    elevation: Tuple[float, float] = (-10.0, 45.0)  # degrees
-    azimuth: Tuple[float, float] = (-180.0, 180.0)
-    radius: Tuple[float, float] = (2.5, 2.5)
-    fovy: Tuple[float, float] = (49.1, 49.1)
-    resolution: Tuple[Tuple[float, int], ...] = ((0.0, 64),)  # (from fraction of the run, pixels)
-    background: str = "white"  # "white", "black", "random" (per step), "mixed" (white or random)
-    grid: Optional[Tuple[int, int]] = None  # (n_elevation, n_azimuth): draw poses from this fixed grid
+    batch: int = knob(1, "views per step", minimum=1, maximum=64)
+    elevation: Tuple[float, float] = knob((-10.0, 45.0), "(low, high) elevation range, degrees")
+    azimuth: Tuple[float, float] = knob((-180.0, 180.0), "(low, high) azimuth range, degrees")
+    radius: Tuple[float, float] = knob((2.5, 2.5), "(low, high) camera distance, world units")
+    fovy: Tuple[float, float] = knob((49.1, 49.1), "(low, high) vertical field of view, degrees")
+    resolution: Tuple[Tuple[float, int], ...] = knob(((0.0, 64),), "[(from fraction of the run, pixels), ...]")
+    background: str = knob("white", "white, black, random (per step) or mixed (white or random)",
+                           choices=("white", "black", "random", "mixed"))
 
     def resolution_at(self, step: int, total: int) -> int:
         frac = step / max(total, 1)
@@ -116,57 +132,58 @@ class CameraConfig:
 
 
 @dataclass
+class PriorConfig:
+    """Which diffusion prior, by name (``psd_gs.registry.PRIORS``), its weights and its own options."""
+
+    name: str = knob("shapes", "the diffusion prior, a name from psd_gs.registry.PRIORS (shapes, sd)")
+    source: str = knob("", "hub id or local folder of its weights; '' = the prior's default")
+    options: Dict[str, Any] = knob(factory=dict, help="the prior's own options (prior.options.<name>, typed by "
+                                                      "the prior's options dataclass)")
+
+
+@dataclass
 class RunConfig:
     """One generation."""
 
-    prompt: str = "a red cube"
-    preset: str = "shapes"  # "shapes" or "sd"
-    steps: int = 400
-    seed: int = 0
-    out_dir: str = "runs"  # each run writes only inside its own folder below this
-    device: str = "auto"  # "auto": CUDA when available, else CPU
-    reward: str = "shapes-warm"  # a name from psd_gs.rewards.registry.REWARDS
-    prior: str = ""  # sd: hub id or folder of the SD checkpoint ("" = the default)
-    data_std: float = 0.1  # shapes: s, each object's spread in latent space
-    preview_every: int = 10  # a preview image in Progress every this many steps (0: never)
-    checkpoint_every: int = 0  # save a resumable checkpoint every this many steps (0: never)
-    max_nan_steps: int = 5  # stop with an error after this many non-finite steps in a row
-    turntable_views: int = 24
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    prompt: str = knob("a red cube", "what to make")
+    steps: int = knob(400, "optimisation steps", minimum=1, maximum=100_000)
+    seed: int = knob(0, "random seed", minimum=0, maximum=2 ** 63 - 1)
+    out_dir: str = knob("runs", "each run writes only inside its own new folder below this")
+    device: str = knob("auto", "auto (CUDA when available), cpu or cuda")
+    reward: str = knob("shapes-warm", "reward model, a name from psd_gs.registry.REWARDS")
+    preview_every: int = knob(10, "a preview image (and the logs) every this many steps; 0 never", minimum=0)
+    checkpoint_every: int = knob(0, "save a resumable checkpoint every this many steps; 0 never", minimum=0)
+    max_nan_steps: int = knob(5, "stop after this many non-finite steps in a row", minimum=1)
+    turntable_views: int = knob(24, "frames of turntable.mp4", minimum=1, maximum=720)
+    prior: PriorConfig = knob(factory=PriorConfig, help="the diffusion prior")
+    scene: SceneConfig = knob(factory=SceneConfig, help="the Gaussians")
+    camera: CameraConfig = knob(factory=CameraConfig, help="the training cameras")
+    guidance: GuidanceConfig = knob(factory=GuidanceConfig, help="the guidance method")
 
     MAX_PROMPT = 300  # characters
 
     def check(self) -> "RunConfig":
-        """Raise ValueError naming the first bad field and how to fix it; returns self."""
+        """Raise ValueError naming the first bad field and how to fix it; returns self. Checks what the
+        config alone can tell; names of priors, rewards and methods are checked by psd_gs.validate."""
         text = self.prompt.strip()
         if not text:
             raise ValueError("prompt is empty: describe the object, e.g. 'a red cube'")
         if len(text) > self.MAX_PROMPT:
             raise ValueError(f"prompt has {len(text)} characters; keep it under {self.MAX_PROMPT}")
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset {self.preset!r} is unknown; choose one of {sorted(PRESETS)}")
-        if not 1 <= self.steps <= 100_000:
-            raise ValueError(f"steps = {self.steps}: must be between 1 and 100000")
-        if not 0 <= self.seed < 2 ** 63:
-            raise ValueError(f"seed = {self.seed}: must be a whole number >= 0")
-        if self.camera.batch < 1:
-            raise ValueError(f"camera.batch = {self.camera.batch}: must be >= 1")
-        if self.camera.grid is not None and (self.camera.radius[0] != self.camera.radius[1]
-                                             or self.camera.fovy[0] != self.camera.fovy[1]):
-            raise ValueError("camera.grid needs one radius and one fovy: set both ends of each range equal")
-        if self.camera.background not in ("white", "black", "random", "mixed"):
-            raise ValueError(f"camera.background = {self.camera.background!r}: choose white, black, random or mixed")
+        for prefix, obj in (("", self), ("scene.", self.scene), ("camera.", self.camera)):
+            check_fields(obj, prefix)
+        for name in ("elevation", "azimuth", "radius", "fovy"):
+            lo, hi = getattr(self.camera, name)
+            if not lo <= hi:
+                raise ValueError(f"camera.{name} = {(lo, hi)}: must be (low, high) with low <= high")
+        if not self.camera.resolution or self.camera.resolution[0][0] != 0.0:
+            raise ValueError(f"camera.resolution = {self.camera.resolution}: the first stage must start at 0.0")
         for _, res in self.camera.resolution:
             if res < 16 or res > 2048 or res % 8:
                 raise ValueError(f"resolution {res}: must be a multiple of 8 between 16 and 2048")
-        if not 1 <= self.scene.n_init <= self.scene.max_gaussians:
-            raise ValueError(f"scene.n_init = {self.scene.n_init}: must be between 1 and scene.max_gaussians")
-        if not 0 <= self.scene.sh_degree <= 3:
-            raise ValueError(f"scene.sh_degree = {self.scene.sh_degree}: must be 0..3")
-        if not self.data_std > 0:
-            raise ValueError(f"data_std = {self.data_std}: must be > 0")
+        if self.scene.n_init > self.scene.max_gaussians:
+            raise ValueError(f"scene.n_init = {self.scene.n_init}: must be at most scene.max_gaussians "
+                             f"({self.scene.max_gaussians})")
         self.guidance.check()
         return self
 
@@ -177,23 +194,211 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "RunConfig":
-        d = dict(d)
-        scene = SceneConfig(**d.pop("scene", {}))
-        cam = d.pop("camera", {})
-        cam = CameraConfig(**{k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v)
-                              for k, v in cam.items()})
-        g = d.pop("guidance", {})
-        g = GuidanceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()})
-        return cls(scene=scene, camera=cam, guidance=g, **d)
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """A RunConfig from ``to_dict``'s output (lists back to tuples); ValueError names unknown keys.
+
+        Configs written before the prior was chosen by name ({"preset": ..., "prior": "<source>",
+        "data_std": ..., "camera": {"grid": ...}}) are read too.
+        """
+        d = json.loads(json.dumps(dict(d)))  # a deep copy
+        if "preset" in d:  # the old layout
+            old_preset, source, data_std = d.pop("preset"), d.pop("prior", ""), d.pop("data_std", 0.1)
+            grid = d.get("camera", {}).pop("grid", None)
+            options = {"data_std": data_std, "pose_grid": grid} if old_preset == "shapes" else {}
+            d["prior"] = {"name": old_preset, "source": source or "", "options": options}
+        return _build(cls, d, "")
+
+
+# ---- fields: listing, parsing, setting, checking ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One settable config path: "guidance.tau", its type, current value, help and range."""
+
+    path: str
+    type: Any
+    value: Any
+    help: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    above: Optional[float] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+
+def _fields_of(obj: Any, prefix: str = "", with_options: bool = True) -> Iterator[FieldInfo]:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _fields_of(value, f"{prefix}{f.name}.", with_options)
+        elif isinstance(obj, PriorConfig) and f.name == "options" and with_options:
+            yield from _fields_of(prior_options(obj), f"{prefix}options.")
+        else:
+            yield FieldInfo(f"{prefix}{f.name}", hints[f.name], value, f.metadata.get("help", ""),
+                            f.metadata.get("minimum"), f.metadata.get("maximum"), f.metadata.get("above"),
+                            f.metadata.get("choices"))
+
+
+def config_fields(cfg: RunConfig, with_options: bool = True) -> List[FieldInfo]:
+    """Every settable path of ``cfg``, in declaration order, the chosen prior's options included unless
+    ``with_options`` is False (they live in the prior's module, whose import costs torch)."""
+    return list(_fields_of(cfg, "", with_options))
+
+
+def prior_options(prior: PriorConfig) -> Any:
+    """The typed options dataclass of ``prior.name`` filled from ``prior.options`` (ValueError names an
+    unknown prior or option)."""
+    from .registry import PRIORS, resolve
+
+    if prior.name not in PRIORS:
+        raise ValueError(f"prior {prior.name!r} is unknown; choose one of {sorted(PRIORS)}")
+    cls = resolve(PRIORS[prior.name].options)
+    return _build(cls, dict(prior.options), "prior.options.")
+
+
+def parse_value(text: Any, tp: Any, path: str) -> Any:
+    """``text`` (a string from the CLI or a page, or an already typed value) as type ``tp``.
+
+    Numbers, true/false/yes/no/1/0, none/null for Optional fields, and JSON for tuples and lists
+    ("[0, 0.4]", "[[0, 64], [0.5, 128]]"); a plain string stays a string.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:  # Optional[X]
+        if text is None or (isinstance(text, str) and text.strip().lower() in ("none", "null", "")):
+            return None
+        return parse_value(text, next(a for a in args if a is not type(None)), path)
+    if isinstance(text, str) and (origin in (tuple, list) or tp in (dict,) or origin is dict):
+        try:
+            text = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} = {text!r}: expected JSON such as [0.0, 0.5]") from None
+    try:
+        if tp is bool:
+            if isinstance(text, str):
+                word = text.strip().lower()
+                if word not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                    raise ValueError
+                return word in ("true", "yes", "1", "on")
+            return bool(text)
+        if tp is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(text)
+        if tp is str:
+            return str(text)
+        if origin is tuple:
+            items = list(text)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(parse_value(x, args[0], path) for x in items)
+            if len(items) != len(args):
+                raise ValueError
+            return tuple(parse_value(x, a, path) for x, a in zip(items, args))
+        if origin is dict or tp is dict:
+            return dict(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} = {text!r}: expected {_type_name(tp)}") from None
+    return text
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: Any, d: Dict[str, Any], prefix: str) -> Any:
+    """``cls(**d)`` with nested dataclasses built and every value parsed to its field's type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown setting {prefix}{unknown[0]}; known: {', '.join(prefix + n for n in sorted(names))}")
+    kwargs = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, dict(value), f"{prefix}{name}.")
+        else:
+            kwargs[name] = parse_value(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def set_field(cfg: RunConfig, path: str, value: Any) -> None:
+    """Set the dotted ``path`` of ``cfg`` to ``value`` (a string is parsed by the field's type)."""
+    parts = path.strip().split(".")
+    if parts[:2] == ["prior", "options"] and len(parts) == 3:
+        options = prior_options(cfg.prior)  # typed, so the value is checked against the option's type
+        if parts[2] not in {f.name for f in dataclasses.fields(options)}:
+            raise ValueError(f"unknown setting {path}; the {cfg.prior.name} prior's options are "
+                             f"{', '.join('prior.options.' + f.name for f in dataclasses.fields(options))}")
+        hint = typing.get_type_hints(type(options))[parts[2]]
+        cfg.prior.options = {**cfg.prior.options, parts[2]: parse_value(value, hint, path)}
+        return
+    obj = cfg
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or part not in {f.name for f in dataclasses.fields(obj)}:
+            known = [f.path for f in config_fields(cfg)]
+            raise ValueError(f"unknown setting {path!r}; see `python -m psd_gs config` for all {len(known)} "
+                             f"settings (e.g. {', '.join(known[:3])})")
+        if i == len(parts) - 1:
+            hint = typing.get_type_hints(type(obj))[part]
+            if dataclasses.is_dataclass(hint):
+                raise ValueError(f"{path} is a group of settings; set one of its fields, e.g. {path}."
+                                 f"{dataclasses.fields(hint)[0].name}")
+            new = parse_value(value, hint, path)
+            if path == "prior.name" and new != cfg.prior.name:  # options and weights belong to a prior
+                cfg.prior.options, cfg.prior.source = {}, ""
+            setattr(obj, part, new)
+        obj = getattr(obj, part)
+
+
+def apply_overrides(cfg: RunConfig, overrides: Union[Mapping[str, Any], List[str]]) -> RunConfig:
+    """Set every ``path=value`` (a mapping, or "path=value" strings as ``--set`` takes them); returns cfg."""
+    if not isinstance(overrides, Mapping):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r}: expected PATH=VALUE, e.g. guidance.tau=0.3")
+            path, value = item.split("=", 1)
+            pairs[path.strip()] = value
+        overrides = pairs
+    for path, value in overrides.items():
+        set_field(cfg, path, value)
+    return cfg
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """ValueError naming the first field of ``obj`` (not nested) outside its knob's range or choices."""
+    for f in dataclasses.fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        if value is None or isinstance(value, (tuple, dict)) or dataclasses.is_dataclass(value):
+            continue
+        path = f"{prefix}{f.name}"
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ValueError(f"{path} = {value!r}: choose one of {', '.join(meta['choices'])}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value != value:  # NaN
+            raise ValueError(f"{path} = nan: must be a number")
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise ValueError(f"{path} = {value}: must be >= {meta['minimum']}")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise ValueError(f"{path} = {value}: must be <= {meta['maximum']}")
+        if meta.get("above") is not None and not value > meta["above"]:
+            raise ValueError(f"{path} = {value}: must be > {meta['above']}")
+
+
+# ---- presets ----------------------------------------------------------------------------------
 
 
 def _shapes() -> RunConfig:
     # Measured (bench/RESULTS.md): densification and CFG above ~2 both cost fidelity in this world.
-    return RunConfig(preset="shapes", steps=400, reward="shapes-warm",
+    return RunConfig(steps=400, reward="shapes-warm",
+                     prior=PriorConfig("shapes", options={"data_std": 0.1, "pose_grid": (5, 24)}),
                      scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
-                     camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0),
-                                         grid=(5, 24)),
+                     camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),
                      guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=4.0, tau=0.3, pair_window=(0.0, 0.4),
                                              neg_lr=0.05, neg_every=8, beta=10.0, gamma=1e-3, lambda_r=1000.0))
 
@@ -202,7 +407,7 @@ def _sd() -> RunConfig:
     # Densification refines at steps 200..500 (every 100 from 0.1 to 0.6 of the run); one opacity reset at
     # 300 lets the refinements at 400 and 500 prune what stayed transparent (a reset must fall inside the
     # densification window to do anything: generate.schedule_events lists when each event fires).
-    return RunConfig(preset="sd", steps=1000, reward="hpsv2", preview_every=20,
+    return RunConfig(steps=1000, reward="hpsv2", preview_every=20, prior=PriorConfig("sd"),
                      scene=SceneConfig(n_init=5000, densify_until=0.6, densify_every=100,
                                        opacity_reset_every=300),
                      camera=CameraConfig(batch=4, resolution=((0.0, 128), (0.3, 256), (0.6, 512)),

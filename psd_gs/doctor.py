@@ -177,11 +177,12 @@ def check_gsplat_against_torch(device: torch.device, n_scenes: int = 3) -> List[
 def check_guidance_steps(device: torch.device, workdir: Path) -> List[Row]:
     """One step of each guidance method on tiny random SD and HPS models loaded through the real loaders."""
     from .cameras import sample_orbit
-    from .config import METHODS, GuidanceConfig
+    from .config import GuidanceConfig
     from .guidance import make_guidance
     from .priors.stable_diffusion import load_stable_diffusion
+    from .registry import METHODS
     from .render import rasterize
-    from .rewards.registry import load_reward
+    from .rewards import load_reward
     from .tiny import TINY_OPEN_CLIP, build_tiny_hps, build_tiny_sd, build_tiny_taesd
 
     prior = load_stable_diffusion(str(build_tiny_sd(workdir / "tiny-sd")), device=device,
@@ -223,7 +224,7 @@ def check_shapes_run(device: torch.device, workdir: Path, steps: int = 20) -> Li
 
     cfg = preset("shapes", prompt="a red cube", steps=steps, seed=0, out_dir=str(workdir / "runs"),
                  preview_every=0, turntable_views=4, device=str(device))
-    cfg.camera.grid = None  # render the reference objects per step: no pose-grid cache needed
+    cfg.prior.options["pose_grid"] = None  # render the reference objects per step: no pose-grid cache needed
     cfg.camera.resolution = ((0.0, 32),)
     result = run(cfg)
     m = result.metrics
@@ -237,17 +238,18 @@ def check_shapes_run(device: torch.device, workdir: Path, steps: int = 20) -> Li
 
 def check_weights() -> List[Row]:
     """Which weights the local Hugging Face cache holds, per prior and per reward (fetch-weights' lists)."""
+    from .config import PriorConfig
     from .fetch import required_files, status
-    from .rewards.registry import REWARDS
+    from .registry import PRIORS, REWARDS
 
     rows = []
-    wanted = [("prior sd", "sd", [])] + [(f"reward {name}", "shapes", [name]) for name in REWARDS]
-    for label, preset_name, rewards in wanted:
-        files = required_files(preset_name, rewards)
+    wanted = [(f"prior {name}", name, []) for name in PRIORS] + [(f"reward {name}", "none", [name]) for name in REWARDS]
+    for label, prior, rewards in wanted:
+        files = required_files(PriorConfig(prior) if prior != "none" else None, rewards)
         if not files:
-            continue  # the shapes rewards need no weights
+            continue  # no weights (the shapes prior and rewards)
         present, missing = status(files)
-        fix = f"python -m psd_gs fetch-weights --preset {preset_name} --rewards {','.join(rewards) or 'none'}"
+        fix = f"python -m psd_gs fetch-weights --prior {prior} --rewards {','.join(rewards) or 'none'}"
         rows.append(Row(f"weights: {label}", "pass" if not missing else "info", f"{len(present)}/{len(files)} files",
                         "all in the local cache" if not missing else f"missing; fetch with `{fix}`"))
     return rows
@@ -258,12 +260,13 @@ def check_sd_run(device: torch.device, workdir: Path, steps: int = 10, resolutio
     label = f"SD + reward, {steps} PSD steps at {resolution} px"
     if device.type != "cuda":
         return [Row(label, "skip", "", "needs a CUDA GPU")]
+    from .config import PriorConfig
     from .fetch import required_files, status
 
-    if status(required_files("sd", []))[1]:
-        return [Row(label, "skip", "", "the SD weights are not in the local cache (fetch-weights --preset sd)")]
+    if status(required_files(PriorConfig("sd"), []))[1]:
+        return [Row(label, "skip", "", "the SD weights are not in the local cache (fetch-weights --prior sd)")]
     reward = next((r for r in ("hpsv2", "pickscore", "aesthetic", "clip")
-                   if not status(required_files("shapes", [r]))[1]), None)
+                   if not status(required_files(None, [r]))[1]), None)
     if reward is None:
         return [Row(label, "skip", "", "no reward's weights are in the local cache (fetch-weights --rewards hpsv2)")]
     from .config import preset

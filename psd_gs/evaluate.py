@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,10 +73,12 @@ def contact_sheet(images: torch.Tensor) -> np.ndarray:
 
 
 def evaluate(scene: GaussianScene, prompt: str, rewards: Dict[str, object], cams: Cameras,
-             out_dir: Optional[Path] = None, shapes: bool = False, background: float | Sequence[float] = 1.0,
-             reward_for_shapes: Optional[object] = None) -> Dict[str, object]:
-    """Score ``scene`` from ``cams`` with each reward (name -> RewardModel); with ``shapes``, add the
-    shapes-world report. Writes evaluation.json and views.png into ``out_dir`` when given."""
+             out_dir: Optional[Path] = None, world_report: Optional[Tuple[str, Callable, object]] = None,
+             background: float | Sequence[float] = 1.0) -> Dict[str, object]:
+    """Score ``scene`` from ``cams`` with each reward (name -> RewardModel); with ``world_report``
+    (prior name, its report function, the reward it judges with: ``psd_gs.registry.PriorEntry.report``),
+    add that world's report under the prior's name. Writes evaluation.json and views.png into ``out_dir``
+    when given."""
     views = render_views(scene, cams, background)
     report: Dict[str, object] = {"prompt": prompt, "views": len(cams), "resolution": cams.width,
                                  "elevation": round(float(cams.elevation[0]), 2),
@@ -86,9 +88,9 @@ def evaluate(scene: GaussianScene, prompt: str, rewards: Dict[str, object], cams
     for name, model in rewards.items():
         per_view = score(views, model, prompt)
         report["rewards"][name] = {"mean": per_view.mean().item(), "per_view": per_view.tolist()}
-    if shapes:
-        model = reward_for_shapes or next(iter(rewards.values()))
-        report["shapes"] = shapes_report(scene, prompt, model, cams) | {"judged_by": getattr(model, "name", "")}
+    if world_report is not None:
+        prior_name, fn, judge = world_report
+        report[prior_name] = fn(scene, prompt, judge, cams) | {"judged_by": getattr(judge, "name", "")}
     if out_dir is not None:
         import imageio.v3 as iio
 

@@ -2,9 +2,9 @@
 
 The raw (pre-activation) tensors live in a ``torch.nn.ParameterDict`` called ``params`` whose keys
 are the names gsplat's ``DefaultStrategy`` and its ops require, so that densification can replace
-them in place. DESIGN.md's names are properties over that dict:
+them in place. The names docs/design.md uses are properties over that dict:
 
-    DESIGN name       params key    shape      meaning                       activation
+    design name       params key    shape      meaning                       activation
     means             "means"       [N, 3]     world position                 -
     quats             "quats"       [N, 4]     rotation, wxyz, unnormalised   F.normalize -> rotations
     log_scales        "scales"      [N, 3]     log of the std-devs (world)    exp -> scales
@@ -131,7 +131,7 @@ class GaussianScene:
         scene = cls(means, quats, log_scales, opacity_logits, sh0, None, sh_degree)
         return scene.to(device, dtype)
 
-    # ---- raw parameters (DESIGN names) --------------------------------------------------------
+    # ---- raw parameters (design names) --------------------------------------------------------
 
     @property
     def means(self) -> torch.Tensor:

@@ -48,6 +48,10 @@ from .device import resolve_device, to_device
 from .export import preview_image, release_memory, write_outputs
 from .gaussians import PARAM_NAMES, GaussianScene
 from .guidance import Guidance, make_guidance
+from .priors import DiffusionPrior, load_prior
+from .registry import METHODS, PRIORS, resolve
+from .rewards import RewardModel, load_reward
+from .validate import validate
 from .render import rasterize
 
 
@@ -137,7 +141,12 @@ def new_run_dir(cfg: RunConfig) -> Path:
     raise GenerationError(f"could not create a new run folder under {root}")
 
 
-RUN_DIR_PATTERN = re.compile(r"^\d{8}-\d{6}-[a-z0-9-]+-(sds|psd|reward_grad)-seed\d+(-\d+)?$")
+def run_dir_pattern() -> re.Pattern:
+    """The names ``new_run_dir`` gives, for every method in the registry."""
+    from .registry import METHODS
+
+    methods = "|".join(re.escape(m) for m in METHODS)
+    return re.compile(rf"^\d{{8}}-\d{{6}}-[a-z0-9-]+-({methods})-seed\d+(-\d+)?$")
 
 
 def clean_old_runs(root: Path, max_age_seconds: float) -> List[Path]:
@@ -151,30 +160,13 @@ def clean_old_runs(root: Path, max_age_seconds: float) -> List[Path]:
     removed = []
     if not root.is_dir():
         return removed
-    now = time.time()
+    now, pattern = time.time(), run_dir_pattern()
     for path in root.iterdir():
-        if (path.is_dir() and RUN_DIR_PATTERN.match(path.name) and (path / "config.json").exists()
+        if (path.is_dir() and pattern.match(path.name) and (path / "config.json").exists()
                 and now - path.stat().st_mtime > max_age_seconds):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def build_prior(cfg: RunConfig, device: torch.device):
-    """The preset's DiffusionPrior: the closed-form shapes prior, or Stable Diffusion."""
-    if cfg.preset == "shapes":
-        from .priors.analytic import AnalyticPrior
-
-        return AnalyticPrior(data_std=cfg.data_std, device=device)
-    from .priors.stable_diffusion import DEFAULT_MODEL, load_stable_diffusion
-
-    return load_stable_diffusion(cfg.prior or DEFAULT_MODEL, device=device)
-
-
-def build_reward(cfg: RunConfig, device: torch.device):
-    from .rewards.registry import load_reward
-
-    return load_reward(cfg.reward, device=device)
 
 
 def make_optimizers(scene: GaussianScene, cfg: RunConfig) -> Dict[str, torch.optim.Optimizer]:
@@ -206,35 +198,34 @@ def opacity_reset_due(cfg: RunConfig, step: int, refine_stop: int) -> bool:
     return bool(every) and step > 0 and step % every == 0 and step < refine_stop
 
 
+def _events(cfg: RunConfig) -> Dict[str, Tuple[bool, List[int]]]:
+    """name -> (enabled by the settings, the 0-based steps at which it fires), by the loop's own rules."""
+    from .registry import METHODS, resolve
+
+    n, strat, sc = cfg.steps, make_strategy(cfg), cfg.scene
+    events = {"densify": (sc.densify, [s for s in range(n) if strat.refine_start_iter < s < strat.refine_stop_iter
+                                       and s % strat.refine_every == 0] if sc.densify else []),
+              "opacity_reset": (sc.densify and sc.opacity_reset_every > 0,
+                                [s for s in range(n) if opacity_reset_due(cfg, s, strat.refine_stop_iter)])}
+    for _, res in cfg.camera.resolution:
+        events[f"resolution:{res}"] = (True, [s for s in range(n) if cfg.camera.resolution_at(s, n) == res][:1])
+    return events | resolve(METHODS[cfg.guidance.method].cls).events(cfg.guidance, n)
+
+
 def schedule_events(cfg: RunConfig) -> Dict[str, List[int]]:
     """The 0-based steps at which each scheduled event of ``cfg`` fires, by the rules the loop applies.
 
     "densify": gsplat DefaultStrategy's refine steps; "opacity_reset": ``opacity_reset_due``;
-    "resolution:<px>": the first step at each resolution stage; "pair": steps inside PSD's
-    ``pair_window``; "negative": PSD's e_n updates. An enabled event with no step never happens.
+    "resolution:<px>": the first step at each resolution stage; and the method's own (``Guidance.events``:
+    PSD's "pair" window and "negative" updates). An enabled event with no step never happens.
     """
-    n, strat, g = cfg.steps, make_strategy(cfg), cfg.guidance
-    events = {"densify": [s for s in range(n) if strat.refine_start_iter < s < strat.refine_stop_iter
-                          and s % strat.refine_every == 0] if cfg.scene.densify else [],
-              "opacity_reset": [s for s in range(n) if opacity_reset_due(cfg, s, strat.refine_stop_iter)]}
-    for start, res in cfg.camera.resolution:
-        events[f"resolution:{res}"] = [s for s in range(n) if cfg.camera.resolution_at(s, n) == res][:1]
-    if g.method == "psd":
-        lo, hi = g.pair_window
-        events["pair"] = [s for s in range(n) if lo <= s / n < hi] if g.lambda_p > 0 else []
-        events["negative"] = list(range(0, n, g.neg_every)) if g.neg_lr > 0 else []
-    return events
+    return {name: steps for name, (_, steps) in _events(cfg).items()}
 
 
 def schedule_problems(cfg: RunConfig) -> List[str]:
     """Settings that ask for an event which never fires in this run (empty when the schedule is consistent)."""
-    events, s, g = schedule_events(cfg), cfg.scene, cfg.guidance
-    wanted = {"densify": s.densify, "opacity_reset": s.densify and s.opacity_reset_every > 0,
-              "pair": g.method == "psd" and g.lambda_p > 0 and g.pair_window[1] > g.pair_window[0],
-              "negative": g.method == "psd" and g.neg_lr > 0}
-    wanted.update({k: True for k in events if k.startswith("resolution:")})
     return [f"{name} never happens in {cfg.steps} steps (check its settings against the run length)"
-            for name, on in wanted.items() if on and not events.get(name)]
+            for name, (enabled, steps) in _events(cfg).items() if enabled and not steps]
 
 
 def background(cfg: RunConfig, g: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -252,10 +243,9 @@ def background(cfg: RunConfig, g: torch.Generator, device: torch.device) -> torc
 # ---- per-step helpers -------------------------------------------------------------------------
 
 
-def all_finite(loss: torch.Tensor, params) -> bool:
-    """Whether ``loss`` and every gradient in ``params`` are finite: one stacked check, one host sync."""
-    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params.values()
-                                             if p.grad is not None]
+def all_finite(loss: torch.Tensor, params: List[torch.Tensor]) -> bool:
+    """Whether ``loss`` and every gradient of ``params`` are finite: one stacked check, one host sync."""
+    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
     return bool(torch.stack(checks).all())
 
 
@@ -298,6 +288,7 @@ def restore_rng_states(states: Dict[str, torch.Tensor], gens: Dict[str, torch.Ge
 
 def _save_checkpoint(path: Path, step: int, scene: GaussianScene, optimizers, strategy_state, guidance: Guidance,
                      rng: Dict[str, torch.Tensor], nan_count: int) -> None:
+    """``optimizers``: the scene's and the guidance's, by name."""
     state = {
         "step": step, "sh_degree": scene.sh_degree, "nan_count": nan_count,
         "params": scene.detached(),
@@ -320,18 +311,21 @@ def _load_checkpoint(path: Path) -> dict:
 # ---- the loop ---------------------------------------------------------------------------------
 
 
-def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
+def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Optional[RewardModel] = None,
+             cancel: Optional[threading.Event] = None,
              resume: Optional[Union[str, Path]] = None) -> Iterator[Union[Progress, Result]]:
     """Run one generation; yields Progress per step and finally one Result.
 
+    prior, reward: models already loaded for ``cfg.prior`` and ``cfg.reward`` (the app and the batch
+        runner keep them between runs; ``psd_gs.models.ModelCache``); None loads them here.
     resume: a run folder written by an earlier call with ``checkpoint_every`` > 0; the run goes on
-    from its last checkpoint with that folder's config.
+        from its last checkpoint with that folder's config.
     """
-    # 1. Check inputs, pick the device, make the run folder and save the resolved config
+    # 1. Check inputs (one pass, before anything loads), pick the device
     if resume is not None:
         out_dir = Path(resume)
         cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
-    cfg.check()
+    validate(cfg)
     device = resolve_device(cfg.device)
     if resume is None:
         check_runs_root(cfg.out_dir)  # fail before minutes of model loading, not after
@@ -340,11 +334,10 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         warnings.warn(problem, RuntimeWarning, stacklevel=2)
 
     # 2. Prior, reward, guidance (before the run folder exists: a load error leaves nothing behind)
-    prior = build_prior(cfg, device)
-    if cfg.camera.grid is not None and hasattr(prior, "precompute"):
-        for _, res in cfg.camera.resolution:
-            prior.precompute(cfg.camera.elevation, cfg.camera.grid, cfg.camera.radius[0], cfg.camera.fovy[0], res)
-    reward = build_reward(cfg, device) if cfg.guidance.method != "sds" else None
+    prior = prior or load_prior(cfg.prior, device)
+    prior.prepare(cfg)
+    if reward is None and METHODS[cfg.guidance.method].needs_reward:
+        reward = load_reward(cfg.reward, device=device)
     guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
     if resume is None:
         out_dir = new_run_dir(cfg)
@@ -361,6 +354,7 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
     strategy = make_strategy(cfg)
     strategy.check_sanity(scene.params, optimizers)
     strategy_state = strategy.initialize_state(scene_scale=1.0)
+    guidance_optimizers = {g["name"]: torch.optim.Adam([g]) for g in guidance.param_groups()}
     start, nan_count = 0, 0
 
     # 4. Resume from a checkpoint
@@ -369,10 +363,10 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         ck = _load_checkpoint(ckpt_path)
         scene = GaussianScene(*[ck["params"][k] for k in PARAM_NAMES], sh_degree=ck["sh_degree"]).to(device)
         optimizers = make_optimizers(scene, cfg)
-        for k, opt in optimizers.items():
+        guidance.load_state_dict(ck["guidance"])  # before its optimisers, which hold its parameters
+        for k, opt in (optimizers | guidance_optimizers).items():
             opt.load_state_dict(ck["optimizers"][k])
         strategy_state = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in ck["strategy"].items()}
-        guidance.load_state_dict(ck["guidance"])
         restore_rng_states(ck["rng"], gens, device)
         start, nan_count = ck["step"], ck["nan_count"]
 
@@ -383,23 +377,26 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
     cam = cfg.camera
     res = cam.resolution_at(start, cfg.steps)
     step = start
-    render = out = None
+    render = out = loss = None
+    all_optimizers = list(optimizers.values()) + list(guidance_optimizers.values())  # densification keeps these
+    guidance_params = [p for g in guidance.param_groups() for p in g["params"]]
     try:
         for step in range(start, cfg.steps):
             if cancel.is_set():
                 break
             res = cam.resolution_at(step, cfg.steps)
             cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
-                                generator=gens["camera"], grid=cam.grid)  # on the CPU; the guidance gets these
+                                generator=gens["camera"], grid=prior.pose_grid)  # on the CPU: the guidance's
             bg = background(cfg, gens["background"], device)
             render = rasterize(scene, cams.to(device), bg)
             out = guidance.step(render, cams, step, cfg.steps)
+            loss = sum(out.losses.values())
             strategy.step_pre_backward(scene.params, optimizers, strategy_state, step, render.info)
-            out.loss.backward()
-            logs = dict(out.logs)
-            if not all_finite(out.loss, scene.params):
+            loss.backward()
+            logs = {f"loss_{name}": term.detach() for name, term in out.losses.items()} | out.logs
+            if not all_finite(loss, [*scene.params.values(), *guidance_params]):  # densification replaces params
                 nan_count, nan_total = nan_count + 1, nan_total + 1
-                for opt in optimizers.values():
+                for opt in all_optimizers:
                     opt.zero_grad(set_to_none=True)
                 logs["skipped_nan"] = 1.0
                 if nan_count >= cfg.max_nan_steps:
@@ -409,7 +406,7 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
             else:
                 nan_count = 0
                 optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
-                for opt in optimizers.values():
+                for opt in all_optimizers:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
                 strategy.step_post_backward(scene.params, optimizers, strategy_state, step, render.info, packed=False)
@@ -419,8 +416,8 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
                     reset_opa(scene.params, optimizers, strategy_state, value=strategy.prune_opa * 2.0)
             pending.append((step + 1, logs))
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, step + 1, scene, optimizers, strategy_state, guidance,
-                                 rng_states(gens, device), nan_count)
+                _save_checkpoint(ckpt_path, step + 1, scene, optimizers | guidance_optimizers, strategy_state,
+                                 guidance, rng_states(gens, device), nan_count)
             preview, history = None, []
             if (step + 1 == cfg.steps or cancel.is_set()
                     or (cfg.preview_every and (step + 1) % cfg.preview_every == 0)):
@@ -435,8 +432,8 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
         failure = (f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): "
                    f"lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
     if failure is not None:  # outside the except block: its traceback, and the tensors it holds, are gone
-        render = out = None
-        for opt in optimizers.values():
+        render = out = loss = None
+        for opt in all_optimizers:
             opt.zero_grad(set_to_none=True)
         release_memory(device)
         _export(scene, cfg, out_dir, res, {"error": failure[1], "step": step, "steps": cfg.steps,
@@ -451,11 +448,12 @@ def generate(cfg: RunConfig, cancel: Optional[threading.Event] = None,
     metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
                "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
                "nan_steps_skipped": nan_total, "last_logs": last_logs}
-    if cfg.preset == "shapes":  # cheap here: the final reward and fidelity over 8 orbit views
-        from .evaluate import eval_cameras, shapes_report
+    report = PRIORS[cfg.prior.name].report
+    if report:  # what the prior's world can say of the result (shapes: object formed, fidelity), on 8 views
+        from .evaluate import eval_cameras
 
-        judge = reward or build_reward(cfg, device)
-        metrics["evaluation"] = shapes_report(scene, cfg.prompt, judge, eval_cameras(
+        judge = reward or load_reward(cfg.reward, device=device)
+        metrics["evaluation"] = resolve(report)(scene, cfg.prompt, judge, eval_cameras(
             8, res, cfg.camera.radius[0], cfg.camera.fovy[0])) | {"judged_by": cfg.reward}
     yield _export(scene, cfg, out_dir, res, metrics, cancelled)
 

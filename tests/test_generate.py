@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import psd_gs.generate as gen
-from psd_gs.config import METHODS, PRESETS, preset
+from psd_gs.config import PRESETS, preset
+from psd_gs.registry import METHODS
 from psd_gs.gaussians import PARAM_NAMES
 from psd_gs.generate import CancelToken, GenerationError, Progress, Result, generate, run
 from psd_gs.ply import load_ply
@@ -111,7 +112,7 @@ def test_nan_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     def flaky(self, render, cams, step, total):
         out = original(self, render, cams, step, total)
         if step in (2, 3) or step >= 6:
-            out.loss = out.loss * float("nan")
+            out.losses["sds"] = out.losses["sds"] * float("nan")
         return out
 
     monkeypatch.setattr(PSDGuidance, "step", flaky)
@@ -179,7 +180,9 @@ def test_a_schedule_event_that_never_fires_is_named():
 
 @pytest.mark.parametrize("field, value, match", [
     ("prompt", "   ", "prompt is empty"), ("prompt", "a cube " * 60, "characters"),
-    ("steps", 0, "steps"), ("preset", "dalle", "preset"),
+    ("steps", 0, "steps"), ("prior.name", "dalle", "prior 'dalle' is unknown"),
+    ("reward", "imagereward", "reward 'imagereward' is unknown"),
+    ("reward", "hpsv2", "does not score the shapes prior's images"), ("guidance.method", "dpo", "method 'dpo'"),
 ])
 def test_bad_config_fails_before_any_folder_exists(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -1,17 +1,21 @@
 """What every guidance method shares: timestep schedule, classifier-free guidance, the SDS target loss.
 
-Notation (DESIGN.md section 3): z0 = E(x) the render's latent, a_t = alphas_cumprod[t],
+Notation (docs/design.md section 3): z0 = E(x) the render's latent, a_t = alphas_cumprod[t],
 z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps, and the guided noise prediction against a negative e
 
     eps_s(z_t; e) = eps(z_t; e) + s * (eps(z_t; e_y) - eps(z_t; e)).
 
-A guidance turns a Render into a loss whose gradient w.r.t. the render carries the method's update.
+A guidance turns a Render into named loss terms; the gradient of their sum w.r.t. the render carries
+the method's update. A guidance may own trainable parameters (PSD's learned negative embedding):
+it lists them in ``param_groups`` and adds their loss as a term of its own; the loop optimises them
+like the scene, under the same NaN guard, checkpointing and logging. No guidance steps an optimiser.
+Cameras come with every call that needs them (a prior may condition on the views).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -23,14 +27,20 @@ from ..render import Render
 
 @dataclass
 class GuidanceOut:
-    """loss: scalar whose gradient reaches the render; logs: named scalars (terms, t, rewards, ...).
+    """losses: named scalar terms ("sds", "reward", "negative", ...) whose sum the loop backpropagates;
+    logs: named scalars (t, rewards, norms, ...).
 
     Log values are 0-dim tensors (detached, on the prior's device) or floats: the loop turns them into
     floats in one batch every few steps, so a step never waits for the GPU to log.
     """
 
-    loss: torch.Tensor
+    losses: Dict[str, torch.Tensor]
     logs: Dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The sum of the terms."""
+        return sum(self.losses.values())
 
 
 def sds_target_loss(z0: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -63,6 +73,16 @@ class Guidance:
         self.generator = torch.Generator(device=prior.device).manual_seed(seed)
         self.t_generator = torch.Generator().manual_seed(seed)
 
+    @classmethod
+    def events(cls, cfg: GuidanceConfig, steps: int) -> Dict[str, Tuple[bool, List[int]]]:
+        """The method's scheduled events in a run of ``steps``: name -> (enabled by ``cfg``, the 0-based steps
+        at which it happens). ``generate.schedule_problems`` names an enabled event that never happens."""
+        return {}
+
+    def param_groups(self) -> List[dict]:
+        """Trainable parameters of the guidance as optimiser groups {"params", "lr", "name"}; none here."""
+        return []
+
     # ---- sampling -----------------------------------------------------------------------------
 
     def t_max(self, step: int, total: int) -> float:
@@ -87,38 +107,40 @@ class Guidance:
 
     # ---- the prior under classifier-free guidance ---------------------------------------------
 
-    def predict_two(self, z_t: torch.Tensor, t: int, e_first: torch.Tensor,
-                    e_second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_two(self, z_t: torch.Tensor, t: int, e_first: torch.Tensor, e_second: torch.Tensor,
+                    cams: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps(z_t; e_first), eps(z_t; e_second)) for z_t [M, C, h, w], in ONE prior call on 2M samples.
 
         Batch order, named because codebases differ: the M samples under ``e_first``, then the M under
-        ``e_second``. Embeddings [1, ...] or [M, ...].
+        ``e_second``. Embeddings [1, ...] or [M, ...]. ``cams``: the V views (M a stack of V-view blocks).
         """
         M = z_t.shape[0]
         emb = torch.cat([e_first.expand(M, *e_first.shape[1:]), e_second.expand(M, *e_second.shape[1:])])
         ts = torch.full((2 * M,), t, dtype=torch.long, device=z_t.device)
-        eps_first, eps_second = self.prior.predict_noise(torch.cat([z_t, z_t]), ts, emb).chunk(2)
+        eps_first, eps_second = self.prior.predict_noise(torch.cat([z_t, z_t]), ts, emb, cams).chunk(2)
         return eps_first, eps_second
 
-    def guided_eps(self, z_t: torch.Tensor, t: int, e_neg: torch.Tensor, e_cond: torch.Tensor) -> torch.Tensor:
+    def guided_eps(self, z_t: torch.Tensor, t: int, e_neg: torch.Tensor, e_cond: torch.Tensor,
+                   cams: Cameras) -> torch.Tensor:
         """eps_s(z_t; e_neg) for z_t [M, C, h, w], in one prior call: the negative half first (diffusers'
         "uncond" half), then the conditional half under ``e_cond`` = e_y. Differentiable in e_neg."""
-        eps_neg, eps_cond = self.predict_two(z_t, t, e_neg, e_cond)
+        eps_neg, eps_cond = self.predict_two(z_t, t, e_neg, e_cond, cams)
         return eps_neg + self.cfg.cfg_scale * (eps_cond - eps_neg)
 
     def latents(self, render: Render) -> torch.Tensor:
         """z0 [B, C, h, w] of the render's rgb [B, H, W, 3], differentiable."""
         return self.prior.encode_images(render.rgb.permute(0, 3, 1, 2))
 
-    def sds_gradient(self, z0: torch.Tensor, t: int, e_neg: torch.Tensor) -> torch.Tensor:
+    def sds_gradient(self, z0: torch.Tensor, t: int, e_neg: torch.Tensor, cams: Cameras) -> torch.Tensor:
         """g = w(t) (eps_s(z_t; e_neg) - eps), w(t) = 1 - a_t, one fresh noise; no grad. [B, C, h, w]."""
         a = self.alpha(t)
         with torch.no_grad():
             eps = self.noise_like(z0)
             z_t = a.sqrt() * z0.detach() + (1 - a).sqrt() * eps
-            return (1 - a) * (self.guided_eps(z_t, t, e_neg, self.e_y) - eps)
+            return (1 - a) * (self.guided_eps(z_t, t, e_neg, self.e_y, cams) - eps)
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
+        """The loss terms for ``render`` (B views seen from ``cams``) at ``step`` of ``total``."""
         raise NotImplementedError
 
     def state_dict(self) -> Dict[str, object]:

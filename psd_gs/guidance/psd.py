@@ -1,4 +1,4 @@
-"""Preference Score Distillation (DESIGN.md section 4).
+"""Preference Score Distillation (docs/design.md section 4).
 
 Per step, with the learnable negative embedding e_n (initialised to e_ref):
 
@@ -10,9 +10,10 @@ Per step, with the learnable negative embedding e_n (initialised to e_ref):
 4. g = w(t) [ (eps_s^w - eps^w) + lambda_p k(d) ((eps_s^w - eps^w) - (eps_s^l - eps^l)) ],
    k(d) = clamp(d / tau, 0, 1) inside ``pair_window``, else 0; the bracket equals
    sqrt(a_t)/sqrt(1 - a_t) (x0^l - x0^w), so no reward gradient ever touches the scene;
-5. every ``neg_every`` steps one Adam step on e_n with the Diffusion-DPO loss on the two guesses
+5. every ``neg_every`` steps the loss term "negative": the Diffusion-DPO loss of e_n on the two guesses
    re-noised with one fresh noise at a fresh t' (see ``negative_loss``), on the first ``neg_views``
-   views of the batch (the UNet backward for e_n stores activations per sample).
+   views of the batch (the UNet backward for e_n stores activations per sample). e_n is listed in
+   ``param_groups`` (learning rate ``neg_lr``), and the loop's Adam steps it after the backward.
 
 The pair is only built when it is used (inside the window with lambda_p > 0, or on an e_n update
 step). Otherwise the step is plain SDS against e_n, so with lambda_p = 0 and neg_lr = 0 PSD
@@ -22,7 +23,7 @@ reproduces SDS exactly for the same seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -71,20 +72,25 @@ class PSDGuidance(Guidance):
         super().__init__(cfg, prior, prompt, seed)
         self.reward = reward
         self.e_n = torch.nn.Parameter(self.e_ref.detach().clone())
-        self.neg_optimizer = torch.optim.Adam([self.e_n], lr=cfg.neg_lr) if cfg.neg_lr > 0 else None
+
+    @classmethod
+    def events(cls, cfg: GuidanceConfig, steps: int) -> Dict[str, Tuple[bool, List[int]]]:
+        """"pair": the steps inside ``pair_window``; "negative": the e_n updates."""
+        lo, hi = cfg.pair_window
+        return {"pair": (cfg.lambda_p > 0 and hi > lo, [s for s in range(steps) if lo <= s / steps < hi]),
+                "negative": (cfg.neg_lr > 0, list(range(0, steps, cfg.neg_every)) if cfg.neg_lr > 0 else [])}
+
+    def param_groups(self) -> List[dict]:
+        """e_n with learning rate ``neg_lr``; nothing when ``neg_lr`` = 0 (e_n stays e_ref)."""
+        return [{"params": [self.e_n], "lr": self.cfg.neg_lr, "name": "e_n"}] if self.cfg.neg_lr > 0 else []
 
     def state_dict(self) -> Dict[str, object]:
-        state = super().state_dict() | {"e_n": self.e_n.detach().cpu()}
-        if self.neg_optimizer is not None:
-            state["neg_optimizer"] = self.neg_optimizer.state_dict()
-        return state
+        return super().state_dict() | {"e_n": self.e_n.detach().cpu()}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
             self.e_n.copy_(state["e_n"])
-        if self.neg_optimizer is not None:
-            self.neg_optimizer.load_state_dict(state["neg_optimizer"])
 
     # ---- the pair -----------------------------------------------------------------------------
 
@@ -99,14 +105,14 @@ class PSDGuidance(Guidance):
         return (gap / self.cfg.tau).clamp(0.0, 1.0)
 
     @torch.no_grad()
-    def build_pair(self, z0: torch.Tensor, t: int) -> Pair:
+    def build_pair(self, z0: torch.Tensor, t: int, cams: Cameras) -> Pair:
         """Steps 1-3: two noisings of z0 at t, guided predictions in one call, guesses, rewards."""
         a = self.alpha(t)
         z0 = z0.detach()
         eps = torch.stack([self.noise_like(z0), self.noise_like(z0)])  # [2, B, C, h, w]
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
         B = z0.shape[0]
-        eps_s = self.guided_eps(z_t.flatten(0, 1), t, self.e_n, self.e_y).view_as(eps)
+        eps_s = self.guided_eps(z_t.flatten(0, 1), t, self.e_n, self.e_y, cams).view_as(eps)
         x0 = (z_t - (1 - a).sqrt() * eps_s) / a.sqrt()
         images = self.prior.decode_latents(x0.flatten(0, 1))
         reward = self.reward.score(images, [self.prompt] * (2 * B)).view(2, B).float()
@@ -123,8 +129,10 @@ class PSDGuidance(Guidance):
 
     # ---- the adaptive negative ----------------------------------------------------------------
 
-    def negative_loss(self, x0_w: torch.Tensor, x0_l: torch.Tensor, t2: int, eps2: torch.Tensor) -> torch.Tensor:
-        """Diffusion-DPO loss of e_n against e_ref on guesses x0_w, x0_l [B, C, h, w] (detached).
+    def negative_loss(self, x0_w: torch.Tensor, x0_l: torch.Tensor, t2: int, eps2: torch.Tensor,
+                      cams: Cameras) -> torch.Tensor:
+        """Diffusion-DPO loss of e_n against e_ref on guesses x0_w, x0_l [B, C, h, w] (detached), seen
+        from the B views ``cams``.
 
         z'^i = sqrt(a_t') x0^i + sqrt(1 - a_t') eps' with one shared eps' [B, C, h, w]; errors
         |eps' - eps_s(z'^i; e)|^2 are means over elements, per view;
@@ -135,9 +143,9 @@ class PSDGuidance(Guidance):
         z = torch.cat([x0_w, x0_l]).detach() * a.sqrt() + (1 - a).sqrt() * torch.cat([eps2, eps2])
         M = z.shape[0]
         with torch.no_grad():  # eps(z'; e_ref) and eps(z'; e_y): one call
-            eps_ref, eps_y = self.predict_two(z, t2, self.e_ref, self.e_y)
+            eps_ref, eps_y = self.predict_two(z, t2, self.e_ref, self.e_y, cams)
         ts = torch.full((M,), t2, dtype=torch.long, device=z.device)
-        eps_n = self.prior.predict_noise(z, ts, self.e_n.expand(M, *self.e_n.shape[1:]))
+        eps_n = self.prior.predict_noise(z, ts, self.e_n.expand(M, *self.e_n.shape[1:]), cams)
         s = self.cfg.cfg_scale
         target = torch.cat([eps2, eps2])
 
@@ -149,39 +157,27 @@ class PSDGuidance(Guidance):
         dpo = -F.logsigmoid(-self.cfg.beta * (diff[:B] - diff[B:])).mean()
         return dpo + self.cfg.gamma * (self.e_n - self.e_ref).square().mean()
 
-    def update_negative(self, x0_w: torch.Tensor, x0_l: torch.Tensor, t2: Optional[int] = None,
-                        eps2: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor | float]:
-        """Step 5: one Adam step on e_n (a fresh t' and eps' unless given). Returns logs."""
-        if t2 is None:
-            t2 = self.sample_t(0, 1)  # t' ~ U[t_min, t_max_start]
-        if eps2 is None:
-            eps2 = self.noise_like(x0_w)
-        self.neg_optimizer.zero_grad(set_to_none=True)
-        loss = self.negative_loss(x0_w, x0_l, t2, eps2)
-        loss.backward()
-        self.neg_optimizer.step()
-        return {"loss_negative": loss.detach(), "t_negative": float(t2),
-                "e_n_shift": (self.e_n.detach() - self.e_ref).square().mean().sqrt()}
-
     # ---- one step -----------------------------------------------------------------------------
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
-        self.prior.set_views(cams)
         z0 = self.latents(render)
         t = self.sample_t(step, total)
         lam = self.pair_weight(step, total)
-        update_neg = self.neg_optimizer is not None and step % self.cfg.neg_every == 0
+        update_neg = self.cfg.neg_lr > 0 and step % self.cfg.neg_every == 0
         logs: Dict[str, torch.Tensor | float] = {"t": float(t), "lambda_p": lam}
         if lam > 0 or update_neg:
-            pair = self.build_pair(z0, t)
+            pair = self.build_pair(z0, t, cams)
             g = self.pair_gradient(pair, lam)
             logs.update(reward_w=pair.reward.max(0).values.mean(), reward_l=pair.reward.min(0).values.mean(),
                         gap=pair.gap.mean(), k=self.k(pair.gap).mean())
         else:
-            g = self.sds_gradient(z0, t, self.e_n.detach())
-        loss = sds_target_loss(z0, g)
-        logs.update(loss_sds=loss.detach(), grad_norm=g.norm())
+            g = self.sds_gradient(z0, t, self.e_n.detach(), cams)
+        losses = {"sds": sds_target_loss(z0, g)}
+        logs["grad_norm"] = g.norm()
         if update_neg:
             n = self.cfg.neg_views
-            logs.update(self.update_negative(pair.pick(pair.x0, True)[:n], pair.pick(pair.x0, False)[:n]))
-        return GuidanceOut(loss, logs)
+            t2 = self.sample_t(0, 1)  # t' ~ U[t_min, t_max_start]
+            x0_w, x0_l = pair.pick(pair.x0, True)[:n], pair.pick(pair.x0, False)[:n]
+            losses["negative"] = self.negative_loss(x0_w, x0_l, t2, self.noise_like(x0_w), cams[:n])
+            logs.update(t_negative=float(t2), e_n_shift=(self.e_n.detach() - self.e_ref).square().mean().sqrt())
+        return GuidanceOut(losses, logs)

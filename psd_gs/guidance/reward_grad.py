@@ -1,6 +1,7 @@
 """The reward-gradient baseline PSD argues against (DreamReward-style feedback).
 
-loss = SDS + lambda_r * mean(-R(render)): the reward model's pixel gradient flows into the scene.
+losses: "sds" and "reward" = lambda_r * mean(-R(render)): the reward model's pixel gradient flows into
+the scene.
 It exists to be compared with: it raises the reward and, by hacking it, loses fidelity.
 """
 
@@ -29,6 +30,6 @@ class RewardGradGuidance(SDSGuidance):
         out = super().step(render, cams, step, total)
         images = render.rgb.permute(0, 3, 1, 2)  # [B, 3, H, W]
         r = self.reward.score(images, [self.prompt] * images.shape[0])
-        loss_reward = -r.mean()
-        out.logs.update(loss_reward=loss_reward.detach(), reward=r.detach().mean())
-        return GuidanceOut(out.loss + self.cfg.lambda_r * loss_reward, out.logs)
+        out.losses["reward"] = self.cfg.lambda_r * -r.mean()
+        out.logs["reward"] = r.detach().mean()
+        return out

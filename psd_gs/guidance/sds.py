@@ -1,4 +1,4 @@
-"""Score distillation sampling (DESIGN.md section 3): the base term every method shares."""
+"""Score distillation sampling (docs/design.md section 3): the base term every method shares."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ class SDSGuidance(Guidance):
     """g = w(t) (eps_s(z_t; e_ref) - eps) on z0 = E(render), applied with the target trick."""
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
-        self.prior.set_views(cams)
         z0 = self.latents(render)
         t = self.sample_t(step, total)
-        g = self.sds_gradient(z0, t, self.e_ref)
-        loss = sds_target_loss(z0, g)
-        return GuidanceOut(loss, {"loss_sds": loss.detach(), "t": float(t), "grad_norm": g.norm()})
+        g = self.sds_gradient(z0, t, self.e_ref, cams)
+        return GuidanceOut({"sds": sds_target_loss(z0, g)}, {"t": float(t), "grad_norm": g.norm()})

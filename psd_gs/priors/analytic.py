@@ -1,4 +1,4 @@
-"""The shapes world's closed-form diffusion prior (DESIGN.md section 5).
+"""The shapes world's closed-form diffusion prior (docs/design.md section 5).
 
 Data: for camera c and prompt embedding e (logits [K] over the world's K objects) the latent of a
 view is drawn from the mixture
@@ -17,10 +17,10 @@ whose latents are 8x smaller than the image: E(x) = 2 avgpool_4(x) - 1 (a 64x64 
 16x16x3 latent), and D upsamples back (nearest, the exact right inverse of the pooling).
 
 Rendering the K objects from every training camera would cost more than the rest of a step, so the
-shapes preset trains on a fixed grid of poses (``precompute``): mu for every grid pose is rendered
-once, in batches, and kept in a disk cache keyed by everything it depends on. ``set_views`` looks
-cameras up in that table and renders any camera that is not on the grid, so the prior is exact for
-every camera either way.
+prior trains on a fixed grid of poses (``pose_grid``; ``prepare`` fills it before a run): mu for every
+grid pose is rendered once, in batches, and kept in a disk cache keyed by everything it depends on.
+``predict_noise`` looks its cameras up in that table and renders any camera that is not on the grid,
+so the prior is exact for every camera either way.
 
 Prompt embeddings are logits: 0 for the objects the prompt allows, ``MASK`` for the others. MASK is
 finite (never -inf, so softmax and its gradient stay defined) and far larger than the distance
@@ -33,12 +33,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras, make_cameras, orbit_grid
+from ..config import PriorConfig, RunConfig, knob, prior_options
 from ..render.torch_backend import rasterize_torch
 from .base import DiffusionPrior
 from .shapes_world import ShapesWorld
@@ -53,17 +55,46 @@ def sd_alphas_cumprod(T: int = 1000) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, 0).float()
 
 
+@dataclass
+class ShapesOptions:
+    """The shapes prior's own settings (``prior.options`` of a RunConfig)."""
+
+    data_std: float = knob(0.1, "s: each object's spread around its render, in latent units", above=0.0)
+    pose_grid: Optional[Tuple[int, int]] = knob((5, 24), "(elevations, azimuths) of the fixed training pose "
+                                                         "grid; none renders the objects at every pose")
+    n_per_object: int = knob(400, "Gaussians per reference object", minimum=16, maximum=20000)
+
+
+def load_shapes_prior(prior: PriorConfig, device: torch.device | str = "cpu") -> "AnalyticPrior":
+    """The registry's factory: an AnalyticPrior with ``prior.options``."""
+    opts = prior_options(prior)
+    return AnalyticPrior(data_std=opts.data_std, n_per_object=opts.n_per_object, pose_grid=opts.pose_grid,
+                         device=device)
+
+
+def check_run(cfg: RunConfig) -> None:
+    """ValueError (before any load) for a prompt outside the world's vocabulary, or a pose grid with a
+    range of camera distances or fields of view (a grid pose has one of each)."""
+    ShapesWorld().select(cfg.prompt)
+    if prior_options(cfg.prior).pose_grid is not None and (cfg.camera.radius[0] != cfg.camera.radius[1]
+                                                          or cfg.camera.fovy[0] != cfg.camera.fovy[1]):
+        raise ValueError("prior.options.pose_grid needs one camera.radius and one camera.fovy: set both ends of "
+                         "each range equal, or set prior.options.pose_grid=none")
+
+
 class AnalyticPrior(DiffusionPrior):
     """Closed-form mixture prior over the shapes world's reference objects.
 
     data_std: s, the spread of each object's latent around its render, in latent units ([-1, 1]).
     n_per_object: Gaussians per reference object.
+    pose_grid: (n_elevation, n_azimuth) of the training poses, or None (any pose, rendered each time).
     """
 
     def __init__(self, world: Optional[ShapesWorld] = None, data_std: float = 0.1, n_per_object: int = 400,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", pose_grid: Optional[Tuple[int, int]] = None):
         self.world = world or ShapesWorld()
         self.data_std = float(data_std)
+        self.pose_grid = tuple(pose_grid) if pose_grid is not None else None
         self.device = torch.device(device)
         self.num_train_timesteps = 1000
         self.alphas_cumprod = sd_alphas_cumprod(self.num_train_timesteps).to(self.device)
@@ -72,8 +103,8 @@ class AnalyticPrior(DiffusionPrior):
         self.owner = owner.to(self.device)  # [K n] object index of each Gaussian
         self.background = torch.tensor(self.world.background, device=self.device)
         self.n_per_object = n_per_object
-        self.mu: Optional[torch.Tensor] = None  # [B, K, D] float64 latents of the current views
         self.table: Dict[Tuple, torch.Tensor] = {}  # pose key -> [K, D] float32, filled by precompute
+        self._last: Tuple[Tuple, Optional[torch.Tensor]] = ((), None)  # the latest cameras' mu, reused
 
     # ---- conditioning -------------------------------------------------------------------------
 
@@ -132,13 +163,27 @@ class AnalyticPrior(DiffusionPrior):
             tmp.replace(path)
         self.table.update({self._key(cams, i): mu[i].to(self.device) for i in range(len(cams))})
 
-    def set_views(self, cameras: Cameras) -> None:
-        """Latents mu [B, K, D] of the K objects from the B cameras: from the table, else rendered."""
-        keys = [self._key(cameras, i) for i in range(len(cameras))]
-        if all(k in self.table for k in keys):
-            self.mu = torch.stack([self.table[k] for k in keys]).double()
-        else:
-            self.mu = self.latents_of_objects(cameras).double()
+    def prepare(self, cfg) -> None:
+        """Render (or read from the disk cache) the objects' latents on the pose grid at every resolution
+        of the run ``cfg`` (a RunConfig)."""
+        if self.pose_grid is None:
+            return
+        cam = cfg.camera
+        for _, res in cam.resolution:
+            self.precompute(cam.elevation, self.pose_grid, cam.radius[0], cam.fovy[0], res)
+
+    def views(self, cameras: Cameras) -> torch.Tensor:
+        """Latents mu [V, K, D] float64 of the K objects from the V cameras: from the table, else rendered.
+
+        The latest cameras' mu is kept, since a guidance step asks several times for the same views."""
+        keys = tuple(self._key(cameras, i) for i in range(len(cameras)))
+        if self._last[0] != keys:
+            if all(k in self.table for k in keys):
+                mu = torch.stack([self.table[k] for k in keys]).double()
+            else:
+                mu = self.latents_of_objects(cameras).double()
+            self._last = (keys, mu)
+        return self._last[1]
 
     # ---- encoder / decoder ----------------------------------------------------------------------
 
@@ -152,15 +197,15 @@ class AnalyticPrior(DiffusionPrior):
 
     # ---- the closed-form noise model -----------------------------------------------------------
 
-    def posterior_mean(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor):
-        """x0_hat [M, D] float64 and responsibilities r [M, K] for z_t [M, C, h, w], t [M], emb [M, K]."""
-        if self.mu is None:
-            raise RuntimeError("AnalyticPrior.set_views(cameras) must come before predicting noise")
-        B = self.mu.shape[0]
+    def posterior_mean(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cameras: Cameras):
+        """x0_hat [M, D] float64 and responsibilities r [M, K] for z_t [M, C, h, w], t [M], emb [M, K]
+        seen from ``cameras`` (V views; sample i belongs to view i % V)."""
+        mu_views = self.views(cameras)
+        B = mu_views.shape[0]
         M = z_t.shape[0]
         if M % B:
             raise ValueError(f"batch of {M} is not a stack of {B}-view blocks")
-        mu = self.mu[torch.arange(M, device=z_t.device) % B]  # [M, K, D]
+        mu = mu_views[torch.arange(M, device=mu_views.device) % B]  # [M, K, D]
         x = z_t.reshape(M, -1).double()
         a = self.alphas_cumprod[t].double()[:, None]  # [M, 1]
         s2 = self.data_std ** 2
@@ -171,9 +216,9 @@ class AnalyticPrior(DiffusionPrior):
         x0_k = mu + c[:, :, None] * (x[:, None, :] - a.sqrt()[:, :, None] * mu)  # [M, K, D]
         return (r[:, :, None] * x0_k).sum(1), r
 
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """eps [M, C, h, w] float32 for the batch; sample i is conditioned on view i % B."""
-        x0, _ = self.posterior_mean(z_t, t, emb)
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """eps [M, C, h, w] float32 for the batch; sample i is conditioned on view i % V."""
+        x0, _ = self.posterior_mean(z_t, t, emb, cameras)
         a = self.alphas_cumprod[t].double()[:, None]
         eps = (z_t.reshape(z_t.shape[0], -1).double() - a.sqrt() * x0) / (1.0 - a).sqrt()
         return eps.float().view_as(z_t)

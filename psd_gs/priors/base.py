@@ -1,4 +1,4 @@
-"""The DiffusionPrior contract (DESIGN.md section 2) that guidance methods are written against.
+"""The DiffusionPrior contract (docs/design.md section 2) that guidance methods are written against.
 
 A prior works in its own latent space: ``encode_images`` maps renders to latents z0, the noise
 model predicts eps on z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps, and ``decode_latents`` maps latents
@@ -10,8 +10,11 @@ mixes and optimises them, so they must be float tensors with a leading batch dim
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Optional, Tuple
 
 import torch
+
+from ..cameras import Cameras
 
 
 class MissingWeightsError(RuntimeError):
@@ -31,12 +34,14 @@ class DiffusionPrior(ABC):
     num_train_timesteps: int
     device: torch.device
 
-    def set_views(self, cameras) -> None:
-        """Condition the following calls on these B cameras (guidance calls it at the start of a step).
+    #: the fixed pose grid (n_elevation, n_azimuth) the prior can be trained on, or None for any pose;
+    #: the loop draws training cameras from ``cameras.orbit_grid`` when it is set
+    pose_grid: Optional[Tuple[int, int]] = None
 
-        Every batch guidance then passes is a stack of B-view blocks: sample i belongs to view i % B.
-        Stable Diffusion ignores the cameras; the shapes prior renders its objects from them.
-        """
+    def prepare(self, cfg) -> None:
+        """Get ready for the run ``cfg`` (a RunConfig) before its first step; default: nothing.
+
+        The shapes prior renders its objects' latents on the pose grid at each resolution of the run."""
 
     @abstractmethod
     def encode_prompt(self, text: str) -> torch.Tensor:
@@ -51,7 +56,9 @@ class DiffusionPrior(ABC):
         """latents [B, C, h, w] -> rgb [B, 3, H', W'] in [0, 1] (float32). Used without grad."""
 
     @abstractmethod
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """eps_hat [B, C, h, w] (float32) for noisy latents z_t [B, C, h, w] at integer timesteps t [B]
-        under embeddings emb [B, ...]. Differentiable in ``emb`` (the adaptive negative needs it);
-        the prior's own weights are frozen."""
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+        """eps_hat [M, C, h, w] (float32) for noisy latents z_t [M, C, h, w] at integer timesteps t [M]
+        under embeddings emb [M, ...], seen from ``cameras`` (V views; M is a stack of V-view blocks:
+        sample i belongs to view i % V). Differentiable in ``emb`` (the adaptive negative needs it);
+        the prior's own weights are frozen. Stable Diffusion ignores the cameras; the shapes prior
+        conditions on them; a multi-view prior would embed them."""

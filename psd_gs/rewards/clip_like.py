@@ -18,6 +18,9 @@ from .preprocess import broadcast_prompts, check_images, clip_preprocess
 from .weights import freeze, resolve_dtype
 
 
+TEXT_CACHE = 256  # prompts whose text features are kept
+
+
 class ClipLikeReward(RewardModel):
     """A frozen two-tower model scored by scaled cosine similarity."""
 
@@ -40,14 +43,18 @@ class ClipLikeReward(RewardModel):
 
     @torch.no_grad()
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
-        """[N, D] float32 unit vectors for ``prompts`` (cached per prompt), on ``self.device``."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        """[N, D] float32 unit vectors for ``prompts`` (the latest TEXT_CACHE prompts cached), on ``self.device``."""
+        have = {p: self._text_cache[p] for p in dict.fromkeys(prompts) if p in self._text_cache}
+        missing = [p for p in dict.fromkeys(prompts) if p not in have]
         if missing:
             # Cached features must outlive an inference_mode() caller: build them as normal tensors.
             with torch.inference_mode(False):
                 feats = F.normalize(self.encode_text(missing).float(), dim=-1)
-                self._text_cache.update(zip(missing, feats))
-        return torch.stack([self._text_cache[p] for p in prompts])
+            have.update(zip(missing, feats))
+            self._text_cache.update(zip(missing, feats))
+            while len(self._text_cache) > TEXT_CACHE:  # a server sees many prompts: drop the oldest
+                self._text_cache.pop(next(iter(self._text_cache)))
+        return torch.stack([have[p] for p in prompts])
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> [B, D] float32 unit vectors, differentiable."""

@@ -32,6 +32,11 @@ OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 CLIP_MODEL_NAME = "ViT-L-14-quickgelu"
 
 
+def weight_files() -> list[tuple[str, str]]:
+    """The hub file the default "clip" reward loads."""
+    return [(CLIP_REPO, OPEN_CLIP_FILES[0])]
+
+
 def build_open_clip(model_name: str = CLIP_MODEL_NAME,
                     model_config: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, Any]:
     """A randomly initialised open_clip CLIP model and its tokenizer (no weights are loaded).

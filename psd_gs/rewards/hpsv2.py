@@ -32,6 +32,11 @@ HPS_FILES = {"v2.1": "HPS_v2.1_compressed.pt", "v2.0": "HPS_v2_compressed.pt"}
 HPS_MODEL_NAME = "ViT-H-14"
 
 
+def weight_files() -> list[tuple[str, str]]:
+    """The hub file the default "hpsv2" reward loads (HPS v2.1)."""
+    return [(HPS_REPO, HPS_FILES["v2.1"])]
+
+
 def load_hpsv2(weights: str | os.PathLike = HPS_REPO, version: str = "v2.1", *,
                filename: str | None = None, model_name: str = HPS_MODEL_NAME,
                model_config: Mapping[str, Any] | None = None,

@@ -29,6 +29,11 @@ TOKENIZER_FILES = ("tokenizer.json",)
 MAX_LENGTH = 77
 
 
+def weight_files() -> list[tuple[str, str]]:
+    """The hub files the default "pickscore" reward loads (model and tokenizer)."""
+    return [(PICKSCORE_REPO, f) for f in PICKSCORE_FILES] + [(PICKSCORE_TOKENIZER, f) for f in TOKENIZER_FILES]
+
+
 class PickScoreReward(ClipLikeReward):
     """score = exp(logit_scale) * cos(E_img(image), E_txt(prompt)) with a frozen transformers CLIPModel."""
 

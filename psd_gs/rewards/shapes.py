@@ -5,7 +5,7 @@ white background, 1 on any saturated colour) and w a channel preference:
 
     warm: w = (1, -1/2, -1/2), i.e. R - (G + B) / 2     cool: w = (-1/2, -1/2, 1), i.e. B - (R + G) / 2
 
-On the world's objects (assets/shapes.json) neither ties two colours. Maximised by its pixel gradient,
+On the world's objects (psd_gs/assets/shapes.json) neither ties two colours. Maximised by its pixel gradient,
 it paints everything one saturated colour: the reward hacking PSD should avoid. The prompt is ignored.
 """
 
@@ -35,3 +35,13 @@ class ShapesReward(RewardModel):
         fg = 1.0 - x.min(dim=1).values  # [B, H, W]
         value = torch.einsum("bchw,c->bhw", x, self.weights.to(x.device))
         return (fg * value).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp_min(1e-6)
+
+
+def load_warm(device: torch.device | str | None = None) -> ShapesReward:
+    """The registry's "shapes-warm" factory."""
+    return ShapesReward("warm", device)
+
+
+def load_cool(device: torch.device | str | None = None) -> ShapesReward:
+    """The registry's "shapes-cool" factory."""
+    return ShapesReward("cool", device)

@@ -1,4 +1,4 @@
-"""SDS, PSD and reward-gradient on a tiny random Stable Diffusion prior (DESIGN.md sections 3, 4)."""
+"""SDS, PSD and reward-gradient on a tiny random Stable Diffusion prior (docs/design.md sections 3, 4)."""
 
 import math
 
@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from psd_gs.config import GuidanceConfig
-from psd_gs.guidance import PSDGuidance, RewardGradGuidance, SDSGuidance, make_guidance
+from psd_gs.cameras import sample_orbit
+from psd_gs.guidance import make_guidance
+from psd_gs.guidance.psd import PSDGuidance
+from psd_gs.guidance.reward_grad import RewardGradGuidance
+from psd_gs.guidance.sds import SDSGuidance
 from psd_gs.priors.stable_diffusion import load_stable_diffusion
 from psd_gs.render import Render
 from psd_gs.rewards.base import RewardModel
@@ -49,9 +53,14 @@ def make_render(prior, batch=2, seed=0):
     return Render(rgb, torch.ones(batch, res, res, 1), torch.ones(batch, res, res, 1), {})
 
 
+def views(n, res=16):
+    """n cameras for a render of n views (SD ignores them; the negative update takes a slice)."""
+    return sample_orbit(n, res, res, generator=torch.Generator().manual_seed(n))
+
+
 def render_grad(guidance, render, step=0, total=100):
     render.rgb.grad = None
-    out = guidance.step(render, None, step, total)
+    out = guidance.step(render, views(render.rgb.shape[0]), step, total)
     out.loss.backward()
     return render.rgb.grad.clone(), out
 
@@ -77,7 +86,7 @@ def test_pair_bracket_is_scaled_difference_of_guesses(prior):
     psd = PSDGuidance(GuidanceConfig(), prior, "a red cube", WarmReward(), seed=0)
     z0 = psd.latents(make_render(prior, batch=3))
     for t in (50, 500, 900):
-        pair = psd.build_pair(z0, t)
+        pair = psd.build_pair(z0, t, views(3))
         a = prior.alphas_cumprod[t]
         bracket = pair.pick(pair.eps_s - pair.eps, True) - pair.pick(pair.eps_s - pair.eps, False)
         expected = a.sqrt() / (1 - a).sqrt() * (pair.pick(pair.x0, False) - pair.pick(pair.x0, True))
@@ -88,7 +97,7 @@ def test_pair_bracket_is_scaled_difference_of_guesses(prior):
 def test_pair_gradient_matches_design_formula(prior):
     cfg = GuidanceConfig(lambda_p=0.7, tau=0.05)
     psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
-    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 400)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 400, views(2))
     a = prior.alphas_cumprod[400]
     k = (pair.gap / 0.05).clamp(0, 1)[:, None, None, None]
     w, l = pair.win, 1 - pair.win
@@ -105,7 +114,7 @@ def test_winner_and_loser_follow_the_reward(prior):
         reward = WarmReward(sign)
         psd = PSDGuidance(GuidanceConfig(), prior, "a red cube", reward, seed=5)
         z0 = psd.latents(make_render(prior, batch=4)) if z0 is None else z0
-        pair = psd.build_pair(z0, 600)
+        pair = psd.build_pair(z0, 600, views(4))
         assert torch.equal(pair.pick(pair.reward, True), pair.reward.max(0).values)
         assert torch.equal(pair.pick(pair.reward, False), pair.reward.min(0).values)
         assert (pair.gap >= 0).all() and (pair.gap > 0).any()
@@ -161,24 +170,29 @@ def test_reward_gradient_reaches_the_render_in_reward_grad(prior):
     res = prior.resolution
     warm = torch.tensor([1.0, -0.5, -0.5]) / (res * res) / 2  # d R_b / d pixel, averaged over B = 2 views
     assert torch.allclose(g_rg - g_sds, -3.0 * warm.expand_as(g_rg), atol=1e-7)
-    assert float(out.logs["loss_reward"]) == pytest.approx(-float(out.logs["reward"]))
+    assert float(out.losses["reward"].detach()) == pytest.approx(-3.0 * float(out.logs["reward"]))
 
 
 def test_adaptive_negative_changes_only_e_n_and_lowers_its_loss(prior):
     psd = PSDGuidance(GuidanceConfig(neg_lr=1e-2, cfg_scale=7.5), prior, "a red cube", WarmReward(), seed=4)
-    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 500)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 500, views(2))
     x0_w, x0_l = pair.pick(pair.x0, True), pair.pick(pair.x0, False)
     eps2 = torch.randn(x0_w.shape, generator=torch.Generator().manual_seed(9))
     before_state = prior_state(prior)
     e_n_before = psd.e_n.detach().clone()
     with torch.no_grad():
-        loss_before = psd.negative_loss(x0_w, x0_l, 300, eps2).item()
+        loss_before = psd.negative_loss(x0_w, x0_l, 300, eps2, views(2)).item()
     # e_n = e_ref at the start, so L = log 2 up to float rounding (e_n and e_ref are evaluated in
     # batches of different size) times beta = 1000
     assert loss_before == pytest.approx(math.log(2.0), abs=1e-3)
-    logs = psd.update_negative(x0_w, x0_l, 300, eps2)
+    (group,) = psd.param_groups()  # the loop's Adam on e_n, one step
+    assert group["params"] == [psd.e_n] and group["lr"] == 1e-2
+    optimizer = torch.optim.Adam([group])
+    loss = psd.negative_loss(x0_w, x0_l, 300, eps2, views(2))
+    loss.backward()
+    optimizer.step()
     with torch.no_grad():
-        loss_after = psd.negative_loss(x0_w, x0_l, 300, eps2).item()
+        loss_after = psd.negative_loss(x0_w, x0_l, 300, eps2, views(2)).item()
     assert loss_after < loss_before
     assert not torch.equal(psd.e_n.detach(), e_n_before)
     after_state = prior_state(prior)
@@ -186,7 +200,7 @@ def test_adaptive_negative_changes_only_e_n_and_lowers_its_loss(prior):
     assert all(not p.requires_grad for name in ("unet", "vae", "text_encoder", "decoder")
                for p in getattr(prior, name).parameters())
     assert torch.equal(psd.e_ref, prior.encode_prompt(""))  # the reference never moves
-    assert float(logs["loss_negative"]) == pytest.approx(loss_before)
+    assert float(loss) == pytest.approx(loss_before)
 
 
 def test_cfg_scale_one_makes_the_negative_irrelevant(prior):
@@ -200,7 +214,7 @@ def test_cfg_scale_one_makes_the_negative_irrelevant(prior):
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     psd = PSDGuidance(GuidanceConfig(cfg_scale=1.0, gamma=0.0, neg_lr=1e-2), prior, "a red cube", WarmReward())
     z = torch.randn(2, *psd.latents(make_render(prior)).shape[1:])
-    loss = psd.negative_loss(z[:1], z[1:], 400, torch.randn(1, *z.shape[1:]))
+    loss = psd.negative_loss(z[:1], z[1:], 400, torch.randn(1, *z.shape[1:]), views(1))
     loss.backward()
     assert psd.e_n.grad.abs().max() == 0  # with s = 1 the DPO term cannot see e_n
 
@@ -209,9 +223,9 @@ def test_psd_step_is_one_batched_prior_call(prior, monkeypatch):
     calls = []
     original = prior.predict_noise
 
-    def counting(z_t, t, emb):
+    def counting(z_t, t, emb, cameras):
         calls.append((z_t.shape[0], torch.is_grad_enabled() and emb.requires_grad))
-        return original(z_t, t, emb)
+        return original(z_t, t, emb, cameras)
 
     monkeypatch.setattr(prior, "predict_noise", counting)
     psd = PSDGuidance(GuidanceConfig(neg_every=2), prior, "a red cube", WarmReward(), seed=0)
@@ -225,11 +239,11 @@ def test_psd_step_is_one_batched_prior_call(prior, monkeypatch):
     psd3 = PSDGuidance(GuidanceConfig(neg_every=2, neg_views=3), prior, "a red cube", WarmReward(), seed=0)
     render_grad(psd3, render, step=0)
     assert calls == [(12, False), (12, False), (6, True)]
-    assert {"loss_negative", "reward_w", "reward_l", "gap", "k", "t", "grad_norm"} <= set(out.logs)
+    assert {"reward_w", "reward_l", "gap", "k", "t", "grad_norm"} <= set(out.logs) and "negative" in out.losses
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("method", "dpo", "method"), ("cfg_scale", 0.5, "cfg_scale"), ("tau", 0.0, "tau"),
+    ("cfg_scale", 0.5, "cfg_scale"), ("tau", 0.0, "tau"),
     ("pair_window", (0.6, 0.2), "pair_window"), ("neg_every", 0, "neg_every"), ("lambda_p", -1.0, "lambda_p"),
 ])
 def test_bad_config_is_named(field, value, match):
@@ -241,3 +255,12 @@ def test_make_guidance_needs_a_reward_for_psd(prior):
     assert isinstance(make_guidance(GuidanceConfig(method="sds"), prior, "x"), SDSGuidance)
     with pytest.raises(ValueError, match="reward"):
         make_guidance(GuidanceConfig(method="psd"), prior, "x")
+    with pytest.raises(ValueError, match="method 'dpo' is unknown; choose one of psd, sds, reward_grad"):
+        make_guidance(GuidanceConfig(method="dpo"), prior, "x")
+
+
+def test_psd_reports_its_schedule_and_owns_no_optimiser(prior):
+    events = PSDGuidance.events(GuidanceConfig(pair_window=(0.0, 0.25), neg_every=10), 40)
+    assert events == {"pair": (True, list(range(10))), "negative": (True, [0, 10, 20, 30])}
+    frozen = PSDGuidance(GuidanceConfig(neg_lr=0.0), prior, "x", WarmReward())
+    assert frozen.param_groups() == [] and not hasattr(frozen, "neg_optimizer")

@@ -1,4 +1,4 @@
-"""The shapes world's closed-form prior (DESIGN.md section 5)."""
+"""The shapes world's closed-form prior (docs/design.md section 5)."""
 
 import math
 
@@ -36,28 +36,28 @@ def test_prompt_selects_objects_by_words(prior):
 def test_noise_prediction_is_the_mixture_score(prior, generator):
     """eps = -sqrt(1 - a_t) grad log p_t(z_t) for the Gaussian mixture, checked with autograd."""
     cams = sample_orbit(2, 32, 32, generator=generator)
-    prior.set_views(cams)
-    D = prior.mu.shape[-1]
+    mu_views = prior.views(cams)
+    D = mu_views.shape[-1]
     e = prior.encode_prompt("a cube").expand(4, -1)
     t = torch.tensor([50, 300, 700, 950, 50, 300, 700, 950][:4])
-    z = (prior.mu[torch.arange(4) % 2, 1] + 0.3 * torch.randn(4, D, generator=generator, dtype=torch.float64))
+    z = (mu_views[torch.arange(4) % 2, 1] + 0.3 * torch.randn(4, D, generator=generator, dtype=torch.float64))
     z = z.view(4, 3, 8, 8).requires_grad_(True)
     a = prior.alphas_cumprod[t].double()
     v = a * prior.data_std ** 2 + 1 - a
-    mu = prior.mu[torch.arange(4) % 2]  # [4, K, D]
+    mu = mu_views[torch.arange(4) % 2]  # [4, K, D]
     d2 = (z.reshape(4, 1, D) - a.sqrt()[:, None, None] * mu).square().sum(-1)
     logp = torch.logsumexp(torch.log_softmax(e.double(), -1) - d2 / (2 * v[:, None]), -1)
     (grad,) = torch.autograd.grad(logp.sum(), z)
     expected = -(1 - a).sqrt()[:, None, None, None] * grad
-    eps = prior.predict_noise(z.detach().float(), t, e)
+    eps = prior.predict_noise(z.detach().float(), t, e, cams)
     assert torch.allclose(eps.double(), expected, atol=2e-4, rtol=1e-4)
 
 
 def test_prediction_is_differentiable_in_the_embedding(prior, generator):
-    prior.set_views(sample_orbit(1, 32, 32, generator=generator))
+    cams = sample_orbit(1, 32, 32, generator=generator)
     e = torch.zeros(2, 12, requires_grad=True)
     z = torch.randn(2, 3, 8, 8, generator=generator)
-    prior.predict_noise(z, torch.tensor([800, 800]), e).square().sum().backward()
+    prior.predict_noise(z, torch.tensor([800, 800]), e, cams).square().sum().backward()
     assert e.grad.abs().sum() > 0
 
 
@@ -75,11 +75,10 @@ def test_grid_table_equals_rendering_and_is_cached(tmp_path, monkeypatch):
     p.precompute((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path))
     assert len(list(tmp_path.glob("shapes-mu-*.pt"))) == 1 and len(p.table) == 8
     cams = make_cameras(30.0, -90.0, 2.0, 49.1, 32, 32)  # on the grid (azimuth 270 = -90)
-    p.set_views(cams)
-    from_table = p.mu.clone()
+    from_table = p.views(cams).clone()
     p.table.clear()
-    p.set_views(cams)
-    assert torch.allclose(from_table, p.mu, atol=1e-6)
+    p._last = ((), None)  # forget the reused views, so the next call renders
+    assert torch.allclose(from_table, p.views(cams), atol=1e-6)
     q = AnalyticPrior(n_per_object=150)
     monkeypatch.setattr(q, "latents_of_objects", lambda c: (_ for _ in ()).throw(AssertionError("re-rendered")))
     q.precompute((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path))  # loads, does not render
@@ -97,3 +96,22 @@ def test_world_objects_are_deterministic_and_distinct():
         assert 0.3 < m.norm(dim=-1).max() < 0.65  # every object about the same size, centred
         assert m.mean(0).abs().max() < 0.1 or w.objects[k].shape == "cone"
     assert math.isclose(w.area(4), 4 * math.pi * 0.45 ** 2)
+
+
+def test_prepare_fills_the_pose_grid_of_a_run_and_cameras_come_with_each_call(tmp_path, monkeypatch):
+    from psd_gs.config import preset
+
+    monkeypatch.setenv("PSD_GS_CACHE", str(tmp_path))
+    cfg = preset("shapes")
+    cfg.camera.resolution = ((0.0, 32),)
+    p = AnalyticPrior(n_per_object=150, pose_grid=(2, 4))
+    p.prepare(cfg)
+    assert len(p.table) == 8  # 2 elevations x 4 azimuths, at 32 px
+    on_grid = make_cameras(cfg.camera.elevation[1], 90.0, cfg.camera.radius[0], cfg.camera.fovy[0], 32, 32)
+    off_grid = make_cameras(10.0, 33.0, cfg.camera.radius[0], cfg.camera.fovy[0], 32, 32)
+    z = torch.zeros(1, 3, 8, 8)
+    e = p.encode_prompt("a red cube")
+    a = p.predict_noise(z, torch.tensor([500]), e, on_grid)
+    b = p.predict_noise(z, torch.tensor([500]), e, off_grid)  # rendered on the spot, a different view
+    assert not torch.allclose(a, b)
+    assert torch.equal(p.predict_noise(z, torch.tensor([500]), e, on_grid), a)  # the same cameras, the same answer

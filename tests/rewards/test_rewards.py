@@ -279,10 +279,14 @@ def test_checkpoints_with_code_are_refused(weights_dir, tmp_path, name):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_registry_is_a_plain_dict_of_factories():
+def test_registry_entries_name_importable_factories_and_files():
+    from psd_gs.registry import RewardEntry, resolve
+
     assert type(REWARDS) is dict
     assert {"hpsv2", "pickscore", "aesthetic", "clip"} <= set(REWARDS)
-    assert all(callable(f) for f in REWARDS.values())
+    for name, entry in REWARDS.items():
+        assert isinstance(entry, RewardEntry) and callable(resolve(entry.factory)) and entry.label and entry.help
+        assert entry.worlds and (not entry.files or callable(resolve(entry.files))), name
 
 
 def test_unknown_reward_lists_the_known_ones():
@@ -300,7 +304,13 @@ def test_registry_passes_device_and_kwargs(weights_dir, monkeypatch):
         seen.update(device=device, **kwargs)
         return "built"
 
-    monkeypatch.setitem(REWARDS, "psd-gs-test", factory)
+    import sys
+    import types
+
+    from psd_gs.registry import RewardEntry
+
+    monkeypatch.setitem(sys.modules, "psd_gs_test_reward", types.SimpleNamespace(factory=factory))
+    monkeypatch.setitem(REWARDS, "psd-gs-test", RewardEntry("psd_gs_test_reward:factory", ("image",), "test", "test"))
     assert load_reward("psd-gs-test", device="cpu", weights="w") == "built"
     assert seen == {"device": "cpu", "weights": "w"}
 

@@ -8,7 +8,7 @@ import torch
 from psd_gs.cameras import turntable
 from psd_gs.priors.shapes_world import ShapesWorld
 from psd_gs.render import rasterize
-from psd_gs.rewards.registry import load_reward
+from psd_gs.rewards import load_reward
 
 
 @pytest.fixture(scope="module")

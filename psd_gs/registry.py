@@ -1,0 +1,122 @@
+"""Everything psd-gs can run, one table per kind: ``PRIORS``, ``REWARDS``, ``METHODS``.
+
+Each entry says all that the rest of the code asks about a piece: where its code is, the weight
+files it needs (what ``fetch-weights`` downloads and ``doctor`` checks), which world it belongs to,
+whether a method needs a reward, and the label and help text the page and the CLI show. The CLI's
+choices, the app's dropdowns, ``fetch-weights``, the run-folder pattern, validation and the
+dispatch all read these tables, so adding a prior, a reward or a method is one new module plus one
+entry here (README, "Adding a prior, a reward or a method").
+
+Code is named as ``"module:attribute"`` and imported only when used (``resolve``), so reading the
+tables costs no torch import: ``python -m psd_gs --help`` stays instant and the tables can be shown
+anywhere. Worlds: a prior generates in one world ("shapes": the offline closed-form world; "image":
+real images), and a reward lists the worlds whose images it can score.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+
+@dataclass(frozen=True)
+class PriorEntry:
+    """A diffusion prior.
+
+    factory: ``fn(prior: PriorConfig, device) -> DiffusionPrior``.
+    options: the dataclass of its own settings (``prior.options`` in a RunConfig).
+    files: ``fn(prior: PriorConfig) -> [(hub repo, file)]``, the weights it loads ("" = none).
+    check: ``fn(cfg: RunConfig)`` raising ValueError for what this prior cannot do (an unknown prompt
+        word in the shapes world), before anything loads ("" = nothing to check).
+    report: ``fn(scene, prompt, reward, cameras) -> dict``, what this world can say about a result
+        beyond the reward (the shapes world: which object formed, its fidelity) ("" = nothing).
+    needs_cuda: only offered where CUDA is.
+    """
+
+    factory: str
+    options: str
+    world: str
+    label: str
+    help: str
+    files: str = ""
+    check: str = ""
+    report: str = ""
+    needs_cuda: bool = False
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    """A 2D reward model. factory: ``fn(device=None, **kwargs) -> RewardModel``; files: ``fn() ->
+    [(hub repo, file)]`` with its default weights ("" = none); worlds: whose images it scores."""
+
+    factory: str
+    worlds: Tuple[str, ...]
+    label: str
+    help: str
+    files: str = ""
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A guidance method. cls: a ``psd_gs.guidance.base.Guidance`` subclass, built as
+    ``cls(cfg: GuidanceConfig, prior, prompt, reward, seed)``; needs_reward: it ranks or ascends a reward."""
+
+    cls: str
+    needs_reward: bool
+    label: str
+    help: str
+
+
+PRIORS: Dict[str, PriorEntry] = {
+    "shapes": PriorEntry(
+        factory="psd_gs.priors.analytic:load_shapes_prior", options="psd_gs.priors.analytic:ShapesOptions",
+        world="shapes", label="Shapes world (offline)",
+        help="closed-form mixture prior over twelve coloured reference objects; exact, runs on a CPU",
+        check="psd_gs.priors.analytic:check_run", report="psd_gs.evaluate:shapes_report"),
+    "sd": PriorEntry(
+        factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
+        world="image", label="Stable Diffusion 2.1 base",
+        help="any epsilon-prediction SD 1.x/2.x checkpoint through diffusers; TAESD decodes one-step guesses",
+        files="psd_gs.priors.stable_diffusion:weight_files", needs_cuda=True),
+}
+
+REWARDS: Dict[str, RewardEntry] = {
+    "hpsv2": RewardEntry("psd_gs.rewards.hpsv2:load_hpsv2", ("image",), "HPS v2.1",
+                         "Human Preference Score v2.1 (open_clip ViT-H-14), cosine of image and prompt",
+                         files="psd_gs.rewards.hpsv2:weight_files"),
+    "pickscore": RewardEntry("psd_gs.rewards.pickscore:load_pickscore", ("image",), "PickScore",
+                             "PickScore v1 (CLIP-H on Pick-a-Pic preferences), scaled cosine",
+                             files="psd_gs.rewards.pickscore:weight_files"),
+    "aesthetic": RewardEntry("psd_gs.rewards.aesthetic:load_aesthetic", ("image",), "Aesthetic",
+                             "LAION improved aesthetic predictor on CLIP ViT-L/14; ignores the prompt",
+                             files="psd_gs.rewards.aesthetic:weight_files"),
+    "clip": RewardEntry("psd_gs.rewards.clip_score:load_clip_score", ("image",), "CLIP score",
+                        "OpenAI CLIP ViT-L/14 cosine of image and prompt",
+                        files="psd_gs.rewards.clip_score:weight_files"),
+    "shapes-warm": RewardEntry("psd_gs.rewards.shapes:load_warm", ("shapes",), "Warm colours",
+                               "shapes world: prefers warm colours, R - (G + B) / 2 over the object"),
+    "shapes-cool": RewardEntry("psd_gs.rewards.shapes:load_cool", ("shapes",), "Cool colours",
+                               "shapes world: prefers cool colours, B - (R + G) / 2 over the object"),
+}
+
+METHODS: Dict[str, MethodEntry] = {
+    "psd": MethodEntry("psd_gs.guidance.psd:PSDGuidance", True, "PSD (preference score distillation)",
+                       "SDS plus a pull toward the reward's preferred one-step guess of two, and a learned "
+                       "negative embedding; the reward's gradient never reaches the scene"),
+    "sds": MethodEntry("psd_gs.guidance.sds:SDSGuidance", False, "SDS",
+                       "score distillation sampling, the base every method shares"),
+    "reward_grad": MethodEntry("psd_gs.guidance.reward_grad:RewardGradGuidance", True, "Reward gradient (baseline)",
+                               "SDS plus the reward's pixel gradient: the baseline that hacks the reward"),
+}
+
+
+def resolve(ref: str) -> Any:
+    """The object a ``"module:attribute"`` reference names, imported now."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def rewards_for(world: str) -> Dict[str, RewardEntry]:
+    """The rewards that score images of ``world``."""
+    return {name: e for name, e in REWARDS.items() if world in e.worlds}
