@@ -49,7 +49,11 @@ ENV PATH=/opt/venv/bin:$PATH
 USER psd
 RUN python -c "from gsplat.cuda._backend import _C; assert _C is not None, 'gsplat CUDA kernels did not build'"
 
+# The app itself, installed as a package (its `psd-gs` command; the dependencies are already in).
+USER root
 COPY --chown=psd:psd . /app
+RUN pip install --no-deps --no-build-isolation -e /app
+USER psd
 WORKDIR /app
 
 VOLUME ["/data"]

@@ -16,15 +16,17 @@ run: venv
 test: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The virtualenv, with requirements.txt installed. Re-installs only when requirements.txt is
-# newer than the stamp, so repeated runs cost nothing.
+# The virtualenv, with requirements.txt installed and psd-gs itself as an editable package (its
+# `psd-gs` command; no other dependencies). Re-installs only when requirements.txt or pyproject.toml
+# is newer than the stamp, so repeated runs cost nothing.
 venv: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): requirements.txt | $(PY)
+$(STAMP): requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # Chromium for the browser tests (Playwright drives /usr/bin/chromium). Installed with apt-get

@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from psd_gs.cameras import turntable  # noqa: E402
-from psd_gs.gaussians import GaussianScene  # noqa: E402
-from psd_gs.render.reference import rasterize_reference  # noqa: E402
-from psd_gs.render.torch_backend import rasterize_torch  # noqa: E402
+from psd_gs.cameras import turntable
+from psd_gs.gaussians import GaussianScene
+from psd_gs.render.reference import rasterize_reference
+from psd_gs.render.torch_backend import rasterize_torch
 
 
 def make_scene(kind: str, n: int, seed: int = 0) -> GaussianScene:

@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from psd_gs.config import preset  # noqa: E402
-from psd_gs.generate import run  # noqa: E402
+from psd_gs.config import preset
+from psd_gs.generate import run
 
 METHODS = {
     "sds": dict(method="sds"),

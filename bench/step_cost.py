@@ -29,14 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from collections.abc import Iterable, Mapping
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import call_logs  # noqa: E402  (bench/call_logs.py)
-import flops as flops_mod  # noqa: E402  (bench/flops.py)
-from psd_gs.config import GuidanceConfig  # noqa: E402
+import call_logs  # bench/call_logs.py
+import flops as flops_mod  # bench/flops.py
+from psd_gs.config import GuidanceConfig
 
 CallLog = dict[str, float]
 
