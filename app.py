@@ -1,8 +1,16 @@
 """psd-gs Gradio front end: type a prompt, watch the splat grow, stop, compare with SDS, download.
 
-Thin on purpose: it builds the page and calls ``psd_gs.generate`` in-process, turning its Progress
-events into page updates. One run at a time (Gradio's queue, bounded); each run writes only in its
-own folder below the runs root; old run folders are removed after ``--max-age-hours``.
+Thin on purpose: it lays out the page and calls ``psd_gs.generate`` in-process with models it keeps
+loaded (``psd_gs.models.ModelCache``), turning Progress events into page updates. What it shows is
+computed in ``psd_gs.ui``. The controls are built from the config's own fields (``psd_gs.config``) and
+the registries (``psd_gs.registry``). One run at a time (Gradio's queue, bounded); each run writes only
+in its own folder below the runs root, recorded with its owner, and a user's history lists only their
+own runs; old run folders are removed after ``--max-age-hours``.
+
+The page, top to bottom: a one-line header with the world; the prompt with Generate and Stop, the method,
+the reward and the examples beside the live render and the two plots (all on one screen at 1400x900);
+then the result in tabs (splat, turntable, comparison, downloads), shown once there is one. Progress
+shows only in the status line with its bar: no overlay covers the live render or the plots.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--runs runs/app] [--max-age-hours 24]
 
@@ -12,42 +20,55 @@ Environment: PSD_GS_AUTH="user:password" asks for a login; PSD_GS_PRESET=shapes|
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import gradio as gr
-import pandas as pd
 
 from psd_gs.config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_overrides, config_fields, preset
 from psd_gs.device import resolve_device
+from psd_gs.export import preview_image
+from psd_gs.fetch import prior_files, status
 from psd_gs.generate import (CancelToken, GenerationError, Progress, Result, check_runs_root, clean_old_runs,
                              generate)
-from psd_gs.fetch import prior_files, status
 from psd_gs.models import ModelCache
 from psd_gs.priors.base import MissingWeightsError
-from psd_gs.registry import METHODS, PRIORS, rewards_for
+from psd_gs.registry import METHODS, PRIORS, REWARDS, rewards_for
 from psd_gs.render import renderer_status
+from psd_gs import plots, ui
 from psd_gs.validate import validate
 
 TITLE = "psd-gs"
-SHAPES_EXAMPLES = ["a cube", "a sphere", "a torus", "a red cube", "blue shapes"]
 RESOLUTIONS = {"shapes": ["32", "64", "128"], "sd": ["128", "256", "512"]}
+# Example rows (prompt, method, reward, seed, compare): the same prompt by PSD and by SDS side by side,
+# seeds where the two form different objects in this world (bench/RESULTS.md).
+SHAPES_EXAMPLES = [["a sphere", "psd", "shapes-warm", 1, True], ["a torus", "psd", "shapes-warm", 3, True],
+                   ["a cube", "psd", "shapes-warm", 3, True], ["a red cube", "sds", "shapes-warm", 0, False]]
+SD_EXAMPLES = [["a corgi wearing a crown", "psd", "hpsv2", 0, True], ["a ceramic teapot", "psd", "hpsv2", 0, False]]
 
 # The page's controls, each one config path (psd_gs.config): the main panel, then the Advanced panel.
 # Widgets, their help and ranges come from the fields themselves; "resolution" is the one pseudo-path
 # (one size for the whole run, camera.resolution = [[0, px]]).
-MAIN = ["prompt", "guidance.negative_prompt", "prior.name", "guidance.method", "reward", "guidance.cfg_scale",
-        "guidance.lambda_p", "guidance.neg_lr", "steps", "seed", "resolution"]
+MAIN = ["prompt", "guidance.method", "reward", "seed"]
+SETTINGS = ["guidance.negative_prompt", "prior.name", "guidance.cfg_scale", "guidance.lambda_p", "guidance.neg_lr",
+            "steps", "resolution"]
 ADVANCED = ["guidance.tau", "guidance.pair_window", "guidance.neg_every", "guidance.beta", "guidance.gamma",
             "guidance.lambda_r", "guidance.t_min", "guidance.t_max_start", "guidance.t_max_end"]
 LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "prior.name": "Prior",
-          "guidance.method": "Method",
-          "reward": "Reward model", "guidance.cfg_scale": "CFG scale", "guidance.lambda_p": "Preference weight",
-          "guidance.neg_lr": "Negative-embedding learning rate", "steps": "Steps", "seed": "Seed",
-          "resolution": "Resolution"}
-ELEM_IDS = {"prompt": "prompt"}
+          "guidance.method": "Method", "reward": "Reward model", "guidance.cfg_scale": "CFG scale",
+          "guidance.lambda_p": "Preference weight", "guidance.neg_lr": "Negative-embedding learning rate",
+          "steps": "Steps", "seed": "Seed", "resolution": "Resolution"}
+PAGE_BACKGROUND = (0.0, 0.0, 0.0, 0.0)  # the 3D viewers clear to transparent: the page shows through
+CSS = """
+#preview img { image-rendering: pixelated; }
+.psd-small { font-size: 13px; opacity: 0.85; }
+/* gsplat's viewer clears to transparent and paints its canvas' CSS background black: the page's instead */
+.psd-viewer canvas { background: var(--block-background-fill) !important; }
+"""
 
 
 def choose_world() -> Tuple[str, str]:
@@ -97,11 +118,24 @@ def make_config(world: str, runs_root: str, values: Mapping[str, object]) -> Run
     return validate(apply_overrides(cfg, values))
 
 
-def widget(f: FieldInfo, label: str, choices: Optional[List[Tuple[str, str]]] = None, **kwargs) -> gr.components.Component:
+def setting_of(error: ValueError, paths: List[str]) -> Optional[str]:
+    """The control a validation message is about: the first of ``paths`` it names (its message starts
+    with the setting, e.g. "guidance.tau = 0: must be > 0"), "prompt" for the prompt's own messages."""
+    text = str(error)
+    if text.startswith(("prompt", "the shapes world does not know", "no object in the shapes world")):
+        return "prompt"
+    named = [p for p in paths if p != "prompt" and (p in text or p.split(".")[-1] + " " in text[:40])]
+    if "camera.resolution" in text or text.startswith("resolution"):
+        named.insert(0, "resolution")
+    return named[0] if named else None
+
+
+def widget(f: FieldInfo, label: str, choices: Optional[List[Tuple[str, str]]] = None,
+           **kwargs) -> gr.components.Component:
     """A control for config field ``f``: its value, help as the info line, its range."""
-    common = dict(label=label, info=f.help, **kwargs)
-    if choices is not None:
-        return gr.Dropdown(choices=choices, value=f.value, **common)
+    common = dict(label=label, info=kwargs.pop("info", f.help), **kwargs)
+    if choices is not None:  # other values reach the validator, which names what is allowed
+        return gr.Dropdown(choices=choices, value=f.value, allow_custom_value=True, **common)
     if f.type is bool:
         return gr.Checkbox(value=f.value, **common)
     if f.type in (int, float):
@@ -113,168 +147,239 @@ def widget(f: FieldInfo, label: str, choices: Optional[List[Tuple[str, str]]] = 
     return gr.Textbox(value=json.dumps(f.value), **common)  # tuples and lists as JSON, parsed back by the config
 
 
-def curves(history: List[Dict[str, float]]) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """Long-format frames for the reward (winner / loser / render) and loss plots."""
-    rew, loss = [], []
-    for h in history:
-        for key, series in (("reward_w", "winner guess"), ("reward_l", "loser guess"), ("reward", "render")):
-            if key in h:
-                rew.append({"step": h["step"], "reward": h[key], "series": series})
-        for key in ("loss_sds", "loss_reward", "loss_negative"):
-            if key in h:
-                loss.append({"step": h["step"], "loss": h[key], "term": key[5:]})
-    return (pd.DataFrame(rew, columns=["step", "reward", "series"]),
-            pd.DataFrame(loss, columns=["step", "loss", "term"]))
+def named(fn, names: List[str]):
+    """``fn(*values, request=None)`` with a signature naming its parameters, so the API documents them by
+    name (Gradio reads the signature; ``request`` stays a gr.Request it fills in)."""
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    if "request" in inspect.signature(fn).parameters:
+        params.append(inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=gr.Request))
+    fn.__signature__ = inspect.Signature(params)
+    return fn
 
 
-def status_line(event: Progress) -> str:
-    left = event.elapsed / event.step * (event.total - event.step)
-    return f"step {event.step} / {event.total} · {event.elapsed:.1f} s elapsed · about {left:.0f} s left · {event.n_gaussians} Gaussians"
+def api_name(path: str) -> str:
+    """A config path as an API parameter name: guidance.cfg_scale -> guidance_cfg_scale."""
+    return path.replace(".", "_")
 
 
-def result_files(result: Result) -> List[str]:
-    return [str(p) for p in (result.ply_path, result.config_path, result.metrics_path) if p and p.exists()]
-
-
-def summary(result: Result, label: str) -> str:
-    ev = result.metrics.get("evaluation")
-    done = f"{label}: {result.metrics['steps_done']} / {result.metrics['steps']} steps in {result.metrics['seconds']:.1f} s"
-    if result.cancelled:
-        done += " (stopped; this is what existed)"
-    if ev:
-        done += (f" · reward {ev['reward']:.3f} over 8 views · became the **{ev['nearest']}** "
-                 f"({ev['psnr']:.1f} dB) · the reward prefers the {ev['preferred']}")
-    return done
-
-
-def compare_table(a: Result, b: Result, reward) -> pd.DataFrame:
-    """Reward per orbit view of the chosen method's scene and SDS's, side by side."""
-    from psd_gs.evaluate import eval_cameras, render_views, score
-
-    cfg = RunConfig.from_dict(json.loads(a.config_path.read_text()))
-    cams = eval_cameras(8, cfg.camera.resolution[-1][1], cfg.camera.radius[0], cfg.camera.fovy[0])
-    ra = score(render_views(a.scene, cams), reward, cfg.prompt)
-    rb = score(render_views(b.scene, cams), reward, cfg.prompt)
-    rows = [{"azimuth": round(az, 1), cfg.guidance.method: round(x, 4), "sds": round(y, 4)}
-            for az, x, y in zip(cams.azimuth.tolist(), ra.tolist(), rb.tolist())]
-    rows.append({"azimuth": "mean", cfg.guidance.method: round(ra.mean().item(), 4), "sds": round(rb.mean().item(), 4)})
-    return pd.DataFrame(rows)
+def control_id(path: str) -> str:
+    """A config path as the element id of its control: guidance.cfg_scale -> ctl-guidance-cfg_scale."""
+    return "ctl-" + path.replace(".", "-")
 
 
 def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "runs/app",
-               max_age_hours: float = 24.0) -> gr.Blocks:
+               max_age_hours: float = 24.0, auth_on: bool = False) -> gr.Blocks:
     """The page. Nothing heavy happens until Generate is pressed."""
     if world is None:
         world, why = choose_world()
     base = preset(world)
+    prior_entry = PRIORS[base.prior.name]
     fields = {f.path: f for f in config_fields(base)}
     fields["resolution"] = FieldInfo("resolution", str, str(base.camera.resolution[-1][1]),
-                                     "render size in pixels for the whole run")
-    choices = {"prior.name": prior_choices(PRIORS[base.prior.name].world),
+                                     "render size in pixels for the whole run (what this world and device can run)")
+    fields["prompt"] = FieldInfo("prompt", str, "a sphere" if world == "shapes" else "", fields["prompt"].help)
+    world_rewards = rewards_for(prior_entry.world)
+    choices = {"prior.name": prior_choices(prior_entry.world),
                "guidance.method": [(e.label, name) for name, e in METHODS.items()],
-               "reward": [(e.label, name) for name, e in rewards_for(PRIORS[base.prior.name].world).items()],
+               "reward": [(e.label, name) for name, e in world_rewards.items()],
                "resolution": [(f"{r} px", r) for r in RESOLUTIONS.get(world, ["64"])]}
+    infos = {"guidance.method": METHODS[base.guidance.method].help, "reward": REWARDS[base.reward].help}
     cache = ModelCache()  # models stay loaded between clicks (and for Compare's SDS pass)
+    root = Path(runs_root)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {TITLE}\nText to 3D Gaussian splat by score distillation, aligned with human preference "
-                    "by Preference Score Distillation: a reward model ranks the prior's own denoised guesses, "
-                    "and that ranking, never the reward's pixel gradient, steers the scene.")
-        gr.Markdown(f"**World: {PRIORS[base.prior.name].label}**, {why}. "
-                    f"Renderer: {renderer_status(resolve_device())}.", elem_id="world")
+        gr.Markdown(f"## {TITLE} · text to 3D Gaussian splat, aligned with human preference\n"
+                    f"<span class='psd-small'>**{prior_entry.label}**: {ui.esc(why)}. Renderer: "
+                    f"{ui.esc(renderer_status(resolve_device()))}. PSD lets a reward model rank the prior's own "
+                    "denoised guesses; that ranking, never the reward's pixel gradient, steers the scene.</span>",
+                    elem_id="world")
+        owner_token = gr.BrowserState("", storage_key="psd-gs-owner")
         state = gr.State({})
         controls: Dict[str, gr.components.Component] = {}
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
-                for path in MAIN:
-                    f = fields[path]
-                    if path == "prompt":
-                        f = FieldInfo("prompt", str, "a cube" if world == "shapes" else "", f.help)
-                    controls[path] = widget(f, LABELS.get(path, path), choices.get(path), elem_id=ELEM_IDS.get(path))
-                    if path == "prompt" and world == "shapes":
-                        gr.Examples(SHAPES_EXAMPLES, inputs=controls[path],
-                                    label="The shapes world knows colours and shapes")
-                with gr.Accordion("Advanced", open=False):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=300):
+                controls["prompt"] = widget(fields["prompt"], "Prompt", elem_id="prompt", info=None,
+                                            placeholder="a sphere" if world == "shapes" else "a corgi wearing a crown")
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="generate", min_width=100)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
+                for path in MAIN[1:]:
+                    controls[path] = widget(fields[path], LABELS[path], choices.get(path), info=infos.get(path),
+                                            elem_id=control_id(path))
+                compare = gr.Checkbox(value=False, label="Compare with SDS (same seed, run after)", elem_id="compare")
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
+                    for path in SETTINGS:
+                        controls[path] = widget(fields[path], LABELS[path], choices.get(path), elem_id=control_id(path))
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                     for path in ADVANCED:
-                        controls[path] = widget(fields[path], path)
-                compare = gr.Checkbox(value=False, label="Compare: also run SDS with the same seed")
+                        controls[path] = widget(fields[path], path, elem_id=control_id(path))
+            with gr.Column(scale=7, min_width=300):
+                status_box = gr.HTML(ui.status_html("Press Generate."), elem_id="status", label="Status")
+                summary = gr.Markdown("", elem_id="summary", label="Result")
+                with gr.Row(equal_height=False):
+                    preview = gr.Image(label="Live render", type="numpy", height=330, elem_id="preview",
+                                       interactive=False, buttons=[], min_width=260)
+                    with gr.Column(min_width=280):
+                        empty_reward, empty_loss = plots.run_plots([], base.steps, plots.window_end_step(base))
+                        reward_plot = gr.Image(empty_reward, label="Reward", show_label=False, elem_id="reward-plot",
+                                               interactive=False, buttons=[], height=160)
+                        loss_plot = gr.Image(empty_loss, label="Loss", show_label=False, elem_id="loss-plot",
+                                             interactive=False, buttons=[], height=160)
+        with gr.Tabs(visible=False, elem_id="results") as results:
+            with gr.Tab("Splat", id="splat"):
+                model = gr.Model3D(label="Splat (.ply): drag to turn", elem_id="model3d", height=360,
+                                   clear_color=PAGE_BACKGROUND, elem_classes="psd-viewer")
+            with gr.Tab("Turntable", id="turntable"):
+                video = gr.Video(label="Turntable", elem_id="turntable", height=base.turntable_resolution + 40,
+                                 width=base.turntable_resolution, autoplay=True, loop=True, interactive=False)
+            with gr.Tab("Compare with SDS", id="compare"):
+                compare_md = gr.Markdown("Tick Compare before Generate to run SDS with the same seed.",
+                                         label="Comparison", elem_id="compare-words")
                 with gr.Row():
-                    go = gr.Button("Generate", variant="primary", elem_id="generate")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-            with gr.Column(scale=2):
-                status = gr.Markdown("Press Generate.", elem_id="status")
-                preview = gr.Image(label="Live render", type="numpy", height=320, elem_id="preview")
-                with gr.Row():
-                    reward_plot = gr.LinePlot(x="step", y="reward", color="series", label="Reward", height=220)
-                    loss_plot = gr.LinePlot(x="step", y="loss", color="term", label="Loss", height=220)
-                model = gr.Model3D(label="Splat (.ply)", elem_id="model3d", height=360)
-                video = gr.Video(label="Turntable", elem_id="turntable")
-                files = gr.File(label="Downloads: .ply, config, metrics", file_count="multiple")
-                with gr.Group(visible=True):
-                    compare_md = gr.Markdown("")
-                    compare_model = gr.Model3D(label="SDS, same seed", height=300)
-                    compare_df = gr.Dataframe(label="Reward over orbit views", interactive=False)
+                    model_main = gr.Model3D(label="This method", height=300, clear_color=PAGE_BACKGROUND,
+                                            elem_classes="psd-viewer", elem_id="compare-main")
+                    model_sds = gr.Model3D(label="SDS, same seed", height=300, clear_color=PAGE_BACKGROUND,
+                                           elem_classes="psd-viewer", elem_id="compare-sds")
+                compare_plot = gr.Image(label="Reward per orbit view", show_label=False, elem_id="compare-plot",
+                                        interactive=False, buttons=[], height=220)
+            with gr.Tab("Downloads", id="downloads"):
+                files = gr.File(label=".ply, config, metrics, logs", file_count="multiple", interactive=False)
+        examples = SHAPES_EXAMPLES if world == "shapes" else SD_EXAMPLES
+        gr.Examples(examples, inputs=[controls["prompt"], controls["guidance.method"], controls["reward"],
+                                      controls["seed"], compare],
+                    label="Examples: the same prompt by PSD and by SDS (Compare), seeds where they differ")
+        with gr.Accordion("Your recent runs (select one to show it again)", open=True):
+            history = gr.Dataframe(headers=ui.HISTORY_COLUMNS, value=[], interactive=False, elem_id="history",
+                                   wrap=True, label="History", show_label=False)
+        if world == "shapes":
+            with gr.Accordion("What the shapes world knows: these twelve objects (prompts name them by colour "
+                              "and shape, e.g. 'a cube', 'a red cube', 'blue shapes')", open=False):
+                gr.Gallery(value=ui.world_pictures(), columns=6, height=260, show_label=False,
+                           allow_preview=False, elem_id="world-objects")
 
         paths = list(controls)
+        run_outputs = [status_box, preview, reward_plot, loss_plot, summary, results, model, video, files,
+                       compare_md, model_main, model_sds, compare_plot, history, go]
 
-        def run(state, compare_on, *values, progress=gr.Progress()):
+        def owner_of(token: str, request: gr.Request) -> str:
+            return ui.owner_id(f"user:{request.username}" if request and request.username else f"browser:{token}")
+
+        def check(state, token, compare_on, *values):
+            """The validator: a message next to the control a bad value concerns; the run does not start,
+            and what the user typed and the last result stay as they are."""
+            verdicts = [gr.validate(True, "") for _ in range(3 + len(values))]
             try:
-                cfg = make_config(world, runs_root, dict(zip(paths, values)))
-            except ValueError as e:
-                raise gr.Error(str(e))
-            clean_old_runs(Path(runs_root), max_age_hours * 3600.0)
+                make_config(world, runs_root, dict(zip(paths, values)))
+            except ValueError as err:
+                where = setting_of(err, paths)
+                # shown as text by Gradio (not HTML): a prompt with markup reads as typed
+                verdicts[3 + paths.index(where if where in paths else "prompt")] = gr.validate(False, str(err))
+            return verdicts
+
+        def show(result_cfg: RunConfig, metrics: Dict[str, object], folder: Path) -> Dict:
+            """The page updates that show a finished run."""
+            rplot, lplot = plots.run_plots(ui.run_logs(folder), result_cfg.steps, plots.window_end_step(result_cfg))
+            listed = [str(folder / n) for n in ("scene.ply", "config.json", "metrics.json", "logs.json")
+                      if (folder / n).exists()]
+            return {summary: ui.result_sentence(result_cfg, metrics), results: gr.Tabs(visible=True),
+                    model: str(folder / "scene.ply"), files: listed, reward_plot: rplot, loss_plot: lplot,
+                    video: str(folder / "turntable.mp4") if (folder / "turntable.mp4").exists() else None}
+
+        def run(state, token, compare_on, *values, request: gr.Request = None):
+            owner = owner_of(token, request)
+            cfg = make_config(world, runs_root, dict(zip(paths, values)))  # checked by the validator already
+            clean_old_runs(root, max_age_hours * 3600.0)
             cancel = state["cancel"] = CancelToken()
-            results: Dict[str, Result] = {}
+            yield {go: gr.update(interactive=False), results: gr.Tabs(visible=False), summary: "",
+                   preview: None, status_box: ui.status_html("Loading the models (kept for later runs)...")}
             passes = [("", cfg)]
             if compare_on and cfg.guidance.method != "sds":
                 sds_cfg = RunConfig.from_dict(cfg.to_dict())
                 sds_cfg.guidance.method = "sds"
-                passes.append(("SDS: ", sds_cfg))
-            history: List[Dict[str, float]] = []
+                passes.append(("SDS pass (for Compare): ", sds_cfg))
+            results_by_tag: Dict[str, Result] = {}
             for tag, run_cfg in passes:
-                history.clear()
+                history_rows: List[Dict[str, float]] = []
+                clock, window_end = ui.StepClock(), plots.window_end_step(run_cfg)
                 try:
                     prior, reward = cache.for_run(run_cfg)
-                    for event in generate(run_cfg, prior, reward, cancel=cancel):
+                    if reward is None:  # the SD world's SDS: still measure the reward the page shows
+                        reward = cache.reward(run_cfg.reward, resolve_device(run_cfg.device))
+                    for event in generate(run_cfg, prior, reward, cancel=cancel, owner=owner):
                         if isinstance(event, Result):
-                            results[tag] = event
+                            results_by_tag[tag] = event
                             continue
-                        history.extend(event.history)
-                        progress((event.step, event.total), desc=f"{tag}step {event.step}/{event.total}")
-                        update = {status: tag + status_line(event)}
+                        history_rows.extend(event.history)
+                        left = clock.left(event.step, event.total)
+                        update = {status_box: ui.status_html(ui.step_text(tag, event.step, event.total, event.elapsed,
+                                                                          left, event.n_gaussians),
+                                                             event.step, event.total)}
                         if event.preview is not None:
-                            rplot, lplot = curves(history)
-                            k = max(1, 256 // event.preview.shape[1])  # small renders shown blocky, not blurred
+                            rplot, lplot = plots.run_plots(history_rows, run_cfg.steps, window_end)
+                            k = max(1, 320 // event.preview.shape[1])  # small renders shown blocky, not blurred
                             update.update({preview: event.preview.repeat(k, 0).repeat(k, 1), reward_plot: rplot,
                                            loss_plot: lplot})
                         yield update
-                except (ValueError, GenerationError, MissingWeightsError) as e:
-                    raise gr.Error(str(e))
-                except OSError as e:  # a full disk, a folder that vanished: say what, keep serving
-                    raise gr.Error(f"could not write the run's files: {e.strerror or e}")
+                except (ValueError, GenerationError, MissingWeightsError, OSError) as err:
+                    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                    gr.Warning(ui.esc(text))
+                    yield {status_box: ui.status_html(f"Error: {text}", error=True), go: gr.update(interactive=True)}
+                    return
                 if cancel.is_set():
                     break
-            main = results[""]
-            rplot, lplot = curves(history if len(passes) == 1 else [])
-            update = {status: summary(main, "Done"), model: str(main.ply_path), video: str(main.turntable_path),
-                      files: result_files(main)}
-            if len(passes) == 1:
-                update.update({reward_plot: rplot, loss_plot: lplot})
-            if "SDS: " in results:
-                other = results["SDS: "]
-                update.update({compare_md: summary(other, "SDS with the same seed"), compare_model: str(other.ply_path),
-                               compare_df: compare_table(main, other, cache.reward(cfg.reward, resolve_device(cfg.device)))})
+            main = results_by_tag[""]
+            update = show(cfg, main.metrics, main.out_dir)
+            if len(results_by_tag) > 1:  # the live render shows the SDS pass now: show this method's object again
+                last = preview_image(main.scene, cfg, cfg.camera.resolution[-1][1])
+                k = max(1, 320 // last.shape[1])
+                update[preview] = last.repeat(k, 0).repeat(k, 1)
+            update[status_box] = ui.status_html("Done." if not main.cancelled else "Stopped: this is what existed.")
+            if "SDS pass (for Compare): " in results_by_tag:
+                other = results_by_tag["SDS pass (for Compare): "]
+                update.update({compare_md: ui.compare_words(cfg.guidance.method, main.metrics, other.metrics),
+                               model_main: str(main.ply_path), model_sds: str(other.ply_path),
+                               compare_plot: ui.compare_plot(cfg.guidance.method, main.metrics, other.metrics),
+                               summary: update[summary] + "  \n" + ui.result_sentence(passes[1][1], other.metrics,
+                                                                                      "SDS, same seed")})
+            update[history] = [r.row() for r in ui.past_runs(root, owner)]
+            update[go] = gr.update(interactive=True)
             yield update
 
         def stop_run(state):
             if "cancel" in state:
                 state["cancel"].set()
-            return "Stopping after the current step; what exists so far will be shown."
+            return ui.status_html("Stopping after the current step; what exists so far will be shown.")
 
-        go.click(run, inputs=[state, compare, *controls.values()],
-                 outputs=[status, preview, reward_plot, loss_plot, model, video, files, compare_md, compare_model,
-                          compare_df], api_name="generate", concurrency_limit=1)
-        stop.click(stop_run, inputs=state, outputs=status, queue=False, api_name="stop")
+        def init(token, request: gr.Request = None):
+            token = token or uuid.uuid4().hex
+            return token, [r.row() for r in ui.past_runs(root, owner_of(token, request))]
+
+        def pick(token, evt: gr.SelectData, request: gr.Request = None):
+            runs = ui.past_runs(root, owner_of(token, request))
+            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            if not 0 <= row < len(runs):
+                return {}
+            past = runs[row]
+            update = show(past.cfg, past.metrics, past.folder)
+            update[status_box] = ui.status_html(f"Showing an earlier run: {past.cfg.prompt}")
+            return update
+
+        inputs = [state, owner_token, compare, *controls.values()]
+        names = ["state", "owner_token", "compare"] + [api_name(p) for p in paths]
+        # progress in one place: Gradio's own indicator (queue position while waiting) on the status line only
+        go.click(named(run, names), inputs=inputs, outputs=run_outputs, api_name="generate", concurrency_limit=1,
+                 validator=named(check, names), show_progress="minimal", show_progress_on=[status_box])
+        stop.click(stop_run, inputs=state, outputs=status_box, queue=False, api_name="stop", show_progress="hidden")
+        demo.load(init, inputs=owner_token, outputs=[owner_token, history], show_progress="hidden")
+        # the help under Method and Reward follows the choice
+        controls["guidance.method"].change(lambda m: gr.update(info=METHODS[m].help if m in METHODS else ""),
+                                           controls["guidance.method"], controls["guidance.method"],
+                                           show_progress="hidden", api_visibility="private")
+        controls["reward"].change(lambda r: gr.update(info=REWARDS[r].help if r in REWARDS else ""),
+                                  controls["reward"], controls["reward"], show_progress="hidden",
+                                  api_visibility="private")
+        history.select(pick, inputs=owner_token, outputs=run_outputs, show_progress="hidden")
     return demo
 
 
@@ -292,10 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     except GenerationError as e:
         raise SystemExit(f"psd-gs: {e}")
     auth = os.environ.get("PSD_GS_AUTH")
-    demo = build_demo(runs_root=args.runs, max_age_hours=args.max_age_hours)
+    demo = build_demo(runs_root=args.runs, max_age_hours=args.max_age_hours, auth_on=bool(auth))
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, allowed_paths=[str(Path(args.runs).resolve())],
-        auth=tuple(auth.split(":", 1)) if auth else None)
+        auth=tuple(auth.split(":", 1)) if auth else None, css=CSS)
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ class CameraConfig:
 class PriorConfig:
     """Which diffusion prior, by name (``psd_gs.registry.PRIORS``), its weights and its own options."""
 
-    name: str = knob("shapes", "the diffusion prior, a name from psd_gs.registry.PRIORS (shapes, sd)")
+    name: str = knob("shapes", "the diffusion prior that generates: shapes (the offline world) or sd (Stable "
+                               "Diffusion); any name in psd_gs.registry.PRIORS")
     source: str = knob("", "hub id or local folder of its weights; '' = the prior's default")
     options: Dict[str, Any] = knob(factory=dict, help="the prior's own options (prior.options.<name>, typed by "
                                                       "the prior's options dataclass)")
@@ -155,6 +156,8 @@ class RunConfig:
     checkpoint_every: int = knob(0, "save a resumable checkpoint every this many steps; 0 never", minimum=0)
     max_nan_steps: int = knob(5, "stop after this many non-finite steps in a row", minimum=1)
     turntable_views: int = knob(24, "frames of turntable.mp4", minimum=1, maximum=720)
+    turntable_resolution: int = knob(256, "turntable.mp4 frame size in pixels (the app shows it at this size)",
+                                     minimum=32, maximum=1024)
     prior: PriorConfig = knob(factory=PriorConfig, help="the diffusion prior")
     scene: SceneConfig = knob(factory=SceneConfig, help="the Gaussians")
     camera: CameraConfig = knob(factory=CameraConfig, help="the training cameras")
@@ -395,7 +398,8 @@ def check_fields(obj: Any, prefix: str = "") -> None:
 
 def _shapes() -> RunConfig:
     # Measured (bench/RESULTS.md): densification and CFG above ~2 both cost fidelity in this world.
-    return RunConfig(steps=400, reward="shapes-warm",
+    # The turntable at 160 px: on a CPU, 24 views at 256 px took 14 s, more than the 400 steps themselves.
+    return RunConfig(steps=400, reward="shapes-warm", turntable_resolution=160,
                      prior=PriorConfig("shapes", options={"data_std": 0.1, "pose_grid": (5, 24)}),
                      scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),
@@ -408,6 +412,7 @@ def _sd() -> RunConfig:
     # 300 lets the refinements at 400 and 500 prune what stayed transparent (a reset must fall inside the
     # densification window to do anything: generate.schedule_events lists when each event fires).
     return RunConfig(steps=1000, reward="hpsv2", preview_every=20, prior=PriorConfig("sd"),
+                     turntable_resolution=512,
                      scene=SceneConfig(n_init=5000, densify_until=0.6, densify_every=100,
                                        opacity_reset_every=300),
                      camera=CameraConfig(batch=4, resolution=((0.0, 128), (0.3, 256), (0.6, 512)),

@@ -67,9 +67,9 @@ def write_json(path: Path, data: Dict[str, object]) -> Path:
     return path
 
 
-def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path, res: int,
+def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
                   metrics: Dict[str, object]) -> Dict[str, Optional[Path]]:
-    """scene.ply, then metrics.json, then turntable.mp4 (at ``max(res, 128)`` px) into ``out_dir``.
+    """scene.ply, then metrics.json, then turntable.mp4 (``cfg.turntable_resolution`` px) into ``out_dir``.
 
     Returns {"ply", "metrics", "turntable"} paths; "turntable" is None when it failed, and then
     ``metrics["turntable_error"]`` says why (metrics.json is rewritten with it).
@@ -77,7 +77,7 @@ def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path, res: int,
     ply = save_ply(scene, out_dir / "scene.ply")
     metrics_path = write_json(out_dir / "metrics.json", metrics)
     try:
-        video: Optional[Path] = save_turntable(scene, cfg, out_dir / "turntable.mp4", max(res, 128))
+        video: Optional[Path] = save_turntable(scene, cfg, out_dir / "turntable.mp4", cfg.turntable_resolution)
     except (torch.OutOfMemoryError, RuntimeError, OSError) as err:  # the scene and metrics are already safe
         (out_dir / "turntable.mp4").unlink(missing_ok=True)
         metrics["turntable_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"

@@ -45,7 +45,7 @@ from gsplat.strategy.ops import reset_opa
 from .cameras import sample_orbit
 from .config import RunConfig
 from .device import resolve_device, to_device
-from .export import preview_image, release_memory, write_outputs
+from .export import preview_image, release_memory, write_json, write_outputs
 from .gaussians import PARAM_NAMES, GaussianScene
 from .guidance import Guidance, make_guidance
 from .priors import DiffusionPrior, load_prior
@@ -312,12 +312,16 @@ def _load_checkpoint(path: Path) -> dict:
 
 
 def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Optional[RewardModel] = None,
-             cancel: Optional[threading.Event] = None,
-             resume: Optional[Union[str, Path]] = None) -> Iterator[Union[Progress, Result]]:
+             cancel: Optional[threading.Event] = None, resume: Optional[Union[str, Path]] = None,
+             owner: str = "") -> Iterator[Union[Progress, Result]]:
     """Run one generation; yields Progress per step and finally one Result.
 
     prior, reward: models already loaded for ``cfg.prior`` and ``cfg.reward`` (the app and the batch
-        runner keep them between runs; ``psd_gs.models.ModelCache``); None loads them here.
+        runner keep them between runs; ``psd_gs.models.ModelCache``); None loads them here. With a
+        reward (given, or loaded because the method needs it) the result's reward over 8 orbit views
+        is measured into metrics.json.
+    owner: an opaque id written into the run folder's ``owner`` file (the app lists and serves each
+        user only their own runs).
     resume: a run folder written by an earlier call with ``checkpoint_every`` > 0; the run goes on
         from its last checkpoint with that folder's config.
     """
@@ -342,6 +346,8 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     if resume is None:
         out_dir = new_run_dir(cfg)
         (out_dir / "config.json").write_text(cfg.to_json())
+        if owner:
+            (out_dir / "owner").write_text(owner)
 
     # 3. Scene, optimisers, densification; seeded generators for every random draw
     torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
@@ -374,6 +380,7 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     t0, nan_total, failure = time.perf_counter(), 0, None
     pending: List[Tuple[int, Dict[str, object]]] = []  # per-step logs not yet turned into floats
     last_logs: Dict[str, float] = {}
+    all_logs: List[Dict[str, float]] = []  # every flushed step's logs, saved as logs.json
     cam = cfg.camera
     res = cam.resolution_at(start, cfg.steps)
     step = start
@@ -422,6 +429,7 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
             if (step + 1 == cfg.steps or cancel.is_set()
                     or (cfg.preview_every and (step + 1) % cfg.preview_every == 0)):
                 history, pending = logs_to_floats(pending), []
+                all_logs += history
                 last_logs = {k: v for k, v in history[-1].items() if k != "step"}
                 preview = preview_image(scene, cfg, res) if cfg.preview_every else None
             yield Progress(step + 1, cfg.steps, last_logs if history else {}, time.perf_counter() - t0,
@@ -436,32 +444,39 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
         for opt in all_optimizers:
             opt.zero_grad(set_to_none=True)
         release_memory(device)
-        _export(scene, cfg, out_dir, res, {"error": failure[1], "step": step, "steps": cfg.steps,
-                                           "n_gaussians": len(scene)})
+        _export(scene, cfg, out_dir, {"error": failure[1], "step": step, "steps": cfg.steps,
+                                           "n_gaussians": len(scene)}, all_logs + logs_to_floats(pending))
         raise GenerationError(f"{failure[0]}. The last good scene is in {out_dir}")
 
     # 6. Export
     cancelled = step < cfg.steps
     if pending:  # a cancel between flushes
-        last_logs = {k: v for k, v in logs_to_floats(pending)[-1].items() if k != "step"}
+        all_logs += logs_to_floats(pending)
+        last_logs = {k: v for k, v in all_logs[-1].items() if k != "step"}
     elapsed = time.perf_counter() - t0
     metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
                "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
                "nan_steps_skipped": nan_total, "last_logs": last_logs}
     report = PRIORS[cfg.prior.name].report
-    if report:  # what the prior's world can say of the result (shapes: object formed, fidelity), on 8 views
-        from .evaluate import eval_cameras
+    if report and reward is None:
+        reward = load_reward(cfg.reward, device=device)
+    if reward is not None:  # the reward over 8 orbit views off the training grid, and the world's report
+        from .evaluate import eval_cameras, render_views, score
 
-        judge = reward or load_reward(cfg.reward, device=device)
-        metrics["evaluation"] = resolve(report)(scene, cfg.prompt, judge, eval_cameras(
-            8, res, cfg.camera.radius[0], cfg.camera.fovy[0])) | {"judged_by": cfg.reward}
-    yield _export(scene, cfg, out_dir, res, metrics, cancelled)
+        views = eval_cameras(8, res, cfg.camera.radius[0], cfg.camera.fovy[0])
+        per_view = score(render_views(scene, views), reward, cfg.prompt)
+        metrics["reward_views"] = {"mean": per_view.mean().item(), "per_view": per_view.tolist(),
+                                   "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
+        if report:
+            metrics["evaluation"] = resolve(report)(scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
+    yield _export(scene, cfg, out_dir, metrics, all_logs, cancelled)
 
 
-def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, res: int, metrics: dict,
-            cancelled: bool = False) -> Result:
-    """Write the run's outputs (``export.write_outputs``); the Result that lists them."""
-    paths = write_outputs(scene, cfg, out_dir, res, metrics)
+def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,
+            logs: List[Dict[str, float]], cancelled: bool = False) -> Result:
+    """Write the run's outputs (``export.write_outputs``) and its per-step logs (logs.json); the Result."""
+    write_json(out_dir / "logs.json", logs)
+    paths = write_outputs(scene, cfg, out_dir, metrics)
     return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
                   paths["metrics"])
 

@@ -95,17 +95,17 @@ REWARDS: Dict[str, RewardEntry] = {
                         "OpenAI CLIP ViT-L/14 cosine of image and prompt",
                         files="psd_gs.rewards.clip_score:weight_files"),
     "shapes-warm": RewardEntry("psd_gs.rewards.shapes:load_warm", ("shapes",), "Warm colours",
-                               "shapes world: prefers warm colours, R - (G + B) / 2 over the object"),
+                               "prefers warm colours, R - (G + B) / 2 over the object"),
     "shapes-cool": RewardEntry("psd_gs.rewards.shapes:load_cool", ("shapes",), "Cool colours",
-                               "shapes world: prefers cool colours, B - (R + G) / 2 over the object"),
+                               "prefers cool colours, B - (R + G) / 2 over the object"),
 }
 
 METHODS: Dict[str, MethodEntry] = {
     "psd": MethodEntry("psd_gs.guidance.psd:PSDGuidance", True, "PSD (preference score distillation)",
-                       "SDS plus a pull toward the reward's preferred one-step guess of two, and a learned "
-                       "negative embedding; the reward's gradient never reaches the scene"),
+                       "pulls toward the reward's preferred denoised guess, learns a negative prompt; no reward "
+                       "gradient"),
     "sds": MethodEntry("psd_gs.guidance.sds:SDSGuidance", False, "SDS",
-                       "score distillation sampling, the base every method shares"),
+                       "plain score distillation, the base of every method"),
     "reward_grad": MethodEntry("psd_gs.guidance.reward_grad:RewardGradGuidance", True, "Reward gradient (baseline)",
                                "SDS plus the reward's pixel gradient: the baseline that hacks the reward"),
 }

@@ -1,34 +1,23 @@
-"""The Gradio app: page and config checks in-process, a real server driven through gradio_client,
-and a real browser (Debian's Chromium through Playwright) that watches a run and sees the splat."""
+"""The Gradio app: page and config checks in-process, and a real server driven through gradio_client by
+the named API (the browser tests are in test_app_browser.py)."""
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
 import urllib.request
-from pathlib import Path
 
 import gradio as gr
 import pytest
 
 import app
 from psd_gs.ply import load_ply
+from tests.app_server import start_app
 
-REPO = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 120
-CHROMIUM = "/usr/bin/chromium"
-# a short run: the page's controls (config path -> value); the /generate endpoint takes them in the
-# page's order, app.MAIN + app.ADVANCED
+# a short run: every control of the page (config path -> value); the /generate endpoint names them
 SETTINGS = {"prompt": "a cube", "guidance.negative_prompt": "", "prior.name": "shapes", "guidance.method": "psd",
             "reward": "shapes-warm",
             "guidance.cfg_scale": 1.5, "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05, "steps": 20, "seed": 0,
             "resolution": "32", "guidance.tau": 0.3, "guidance.pair_window": "[0.0, 0.4]", "guidance.neg_every": 4,
             "guidance.beta": 10.0, "guidance.gamma": 0.001, "guidance.lambda_r": 1000.0, "guidance.t_min": 0.02,
             "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.5}
-SMALL = [SETTINGS[path] for path in app.MAIN + app.ADVANCED]
 
 
 def test_build_demo_builds_for_the_shapes_world():
@@ -37,7 +26,7 @@ def test_build_demo_builds_for_the_shapes_world():
 
 
 def test_make_config_maps_the_page_and_names_bad_values():
-    assert set(SETTINGS) == set(app.MAIN + app.ADVANCED)
+    assert set(SETTINGS) == set(app.MAIN + app.SETTINGS + app.ADVANCED)
     cfg = app.make_config("shapes", "runs", SETTINGS)
     assert cfg.guidance.method == "psd" and cfg.steps == 20 and cfg.camera.resolution == ((0.0, 32),)
     assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0 and cfg.out_dir == "runs"
@@ -67,46 +56,24 @@ def test_choose_world_without_cuda_is_shapes(monkeypatch):
     assert world == "shapes" and "CUDA" in why
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``python app.py`` on a free 127.0.0.1 port (shapes world); yields (url, runs root); stopped after."""
-    tmp = tmp_path_factory.mktemp("app")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log_path = tmp / "app.log"
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PSD_GS_PRESET="shapes",
-               PSD_GS_CACHE=str(tmp_path_factory.getbasetemp() / "psd_gs_cache"))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
-                                 "--runs", str(tmp / "runs")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode} before serving:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2.0) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.5)
-        yield url, tmp / "runs"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    """``python app.py`` for this module: (url, runs root)."""
+    with start_app(tmp_path_factory.mktemp("app"), tmp_path_factory.getbasetemp() / "psd_gs_cache") as served:
+        yield served
+
+
+def call(client, **settings):
+    """The /generate endpoint with SETTINGS (by their API names) and ``settings`` on top; its outputs."""
+    values = {app.api_name(k): v for k, v in {**SETTINGS, **settings}.items()}
+    return client.predict(owner_token=settings.pop("owner_token", "test-owner"), compare=settings.pop("compare", False),
+                          **{k: v for k, v in values.items() if k not in ("owner_token", "compare")},
+                          api_name="/generate")
+
+
+# the endpoint's outputs (the result tabs and the Generate button are layout, not values)
+OUT = {name: i for i, name in enumerate(["status", "preview", "reward_plot", "loss_plot", "summary", "model", "video",
+                                         "files", "compare_md", "model_main", "model_sds", "compare_plot", "history"])}
 
 
 def test_client_generates_downloads_and_survives_bad_input(server):
@@ -114,21 +81,19 @@ def test_client_generates_downloads_and_survives_bad_input(server):
 
     url, runs = server
     client = Client(url, verbose=False)
-    with pytest.raises(Exception, match="prompt is empty"):
-        client.predict(False, "", *SMALL[1:], api_name="/generate")
+    with pytest.raises(Exception, match="prompt: prompt is empty"):  # the validator names the control
+        call(client, prompt="")
     with pytest.raises(Exception, match="does not know"):
-        client.predict(False, "a dog", *SMALL[1:], api_name="/generate")
-    out = client.predict(False, *SMALL, api_name="/generate")
-    status, ply = out[0], out[4]
-    assert "Done: 20 / 20 steps" in status and "reward" in status
-    scene = load_ply(ply)  # the downloaded .ply reads back
+        call(client, prompt="a dog")
+    out = call(client)
+    assert "Done." in out[OUT["status"]] and "ormed the **" in out[OUT["summary"]]
+    scene = load_ply(out[OUT["model"]])  # the downloaded .ply reads back
     assert scene.means.shape == (3000, 3)
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "scene.ply").exists()  # bad requests left no folder
-    bad_reward = list(SMALL)
-    bad_reward[app.MAIN.index("reward")] = "imagereward"
-    with pytest.raises(Exception):
-        client.predict(False, *bad_reward, api_name="/generate")
+    assert [row[1] for row in out[OUT["history"]]["data"]] == ["a cube"]  # this owner's history
+    with pytest.raises(Exception, match="reward: reward 'imagereward' is unknown"):
+        call(client, reward="imagereward")
 
 
 def test_client_gets_a_clear_error_when_run_folders_cannot_be_made(server):
@@ -138,8 +103,8 @@ def test_client_gets_a_clear_error_when_run_folders_cannot_be_made(server):
     runs.rename(runs.with_name("runs.moved"))
     runs.write_text("a file where the runs folder was")
     try:
-        with pytest.raises(Exception, match="cannot create run folders"):
-            Client(url, verbose=False).predict(False, *SMALL, api_name="/generate")
+        out = call(Client(url, verbose=False))
+        assert "Error: cannot create run folders" in out[OUT["status"]]
     finally:
         runs.unlink()
         runs.with_name("runs.moved").rename(runs)
@@ -157,73 +122,24 @@ def test_client_compare_runs_sds_beside_the_method(server):
     from gradio_client import Client
 
     url, _ = server
-    out = Client(url, verbose=False).predict(True, *SMALL, api_name="/generate")
-    compare_md, compare_ply, table = out[7], out[8], out[9]
-    assert "SDS with the same seed" in compare_md
-    assert load_ply(compare_ply).means.shape == (3000, 3)
-    headers = table["headers"] if isinstance(table, dict) else list(table.columns)
-    rows = table["data"] if isinstance(table, dict) else table.values.tolist()
-    assert headers == ["azimuth", "psd", "sds"] and len(rows) == 9 and rows[-1][0] == "mean"
+    out = call(Client(url, verbose=False), compare=True)
+    assert "PSD " in out[OUT["compare_md"]] and "SDS" in out[OUT["compare_md"]] and "over 8 views" in out[OUT["compare_md"]]
+    assert load_ply(out[OUT["model_sds"]]).means.shape == (3000, 3)
+    assert out[OUT["model_main"]] and out[OUT["compare_plot"]]
+    assert "SDS, same seed: formed the" in out[OUT["summary"]]
 
 
-def test_browser_watches_a_run_and_sees_the_splat(server, tmp_path):
-    from playwright.sync_api import sync_playwright
+def test_a_full_queue_says_so_in_words(tmp_path_factory):
+    from gradio_client import Client
 
-    assert os.path.exists(CHROMIUM), "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
-    url, _ = server
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(url)
-            page.locator("#prompt textarea").fill("a sphere")
-            page.locator("#generate").click()
-            previews = set()
-            deadline = time.monotonic() + 120
-            while len(previews) < 2 and time.monotonic() < deadline:
-                img = page.locator("#preview img")
-                if img.count():
-                    previews.add(img.first.get_attribute("src"))
-                time.sleep(0.3)
-            assert len(previews) >= 2, "the live render never changed"
-            page.screenshot(path=str(tmp_path / "mid-run.png"), full_page=True)
-            if os.environ.get("PSD_GS_SCREENSHOT"):
-                shutil.copy(tmp_path / "mid-run.png", os.environ["PSD_GS_SCREENSHOT"])
-            page.locator("#status").get_by_text("Done").wait_for(timeout=180_000)
-            canvas = page.locator("#model3d canvas").first
-            canvas.wait_for(timeout=60_000)
-            time.sleep(3)
-            shot = tmp_path / "splat.png"
-            canvas.screenshot(path=str(shot))
-            from PIL import Image
-            import numpy as np
-
-            pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
-            values, counts = np.unique(pixels, axis=0, return_counts=True)
-            background = values[counts.argmax()]
-            drawn = (np.abs(pixels.astype(int) - background).sum(1) > 30).mean()
-            assert drawn > 0.01, f"the 3D viewer drew nothing ({drawn:.4f} of pixels differ from its background)"
-        finally:
-            browser.close()
-
-
-def test_browser_stop_keeps_what_exists(server):
-    from playwright.sync_api import sync_playwright
-
-    url, _ = server
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            page.locator("#prompt textarea").fill("a torus")
-            page.locator("#generate").click()
-            page.locator("#status").get_by_text("step").first.wait_for(timeout=120_000)
-            page.locator("#stop").click()
-            page.locator("#status").get_by_text("stopped").wait_for(timeout=120_000)
-            assert "Done:" in page.locator("#status").inner_text()
-            page.locator("#model3d canvas").first.wait_for(timeout=60_000)
-        finally:
-            browser.close()
+    with start_app(tmp_path_factory.mktemp("app-queue"), tmp_path_factory.getbasetemp() / "psd_gs_cache",
+                   args=["--queue-size", "1"]) as (url, _):
+        client = Client(url, verbose=False)
+        values = {app.api_name(k): v for k, v in {**SETTINGS, "steps": 2000}.items()}
+        running = client.submit(owner_token="a", compare=False, **values, api_name="/generate")
+        time.sleep(3)  # the first run has started
+        waiting = client.submit(owner_token="b", compare=False, **values, api_name="/generate")
+        time.sleep(1)
+        with pytest.raises(Exception, match="Queue is full"):
+            client.predict(owner_token="c", compare=False, **values, api_name="/generate")
+        assert not running.done() and not waiting.done()  # the server stops them when the test ends

@@ -59,7 +59,9 @@ def test_events_and_outputs(tmp_path):
     assert progress[4].logs == {k: v for k, v in history[4].items() if k != "step"} and progress[3].logs == {}
     out = result.out_dir
     assert out.parent == tmp_path / "runs" and "a-cube-psd-seed3" in out.name
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "scene.ply", "turntable.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "logs.json", "metrics.json", "scene.ply",
+                                                     "turntable.mp4"]
+    assert [h["step"] for h in json.loads((out / "logs.json").read_text())] == list(range(1, 17))
     assert json.loads((out / "config.json").read_text())["prompt"] == "a cube"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps_done"] == 16 and not metrics["cancelled"] and metrics["n_gaussians"] == 300
@@ -295,7 +297,13 @@ def test_a_step_waits_for_the_device_once(tmp_path, monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     cfg = small(tmp_path, steps=12, preview_every=12)  # PSD: pair every step, e_n update every 4
-    progress = [e for e in generate(cfg) if isinstance(e, Progress)]
+    progress, during_steps = [], None
+    for event in generate(cfg):
+        if isinstance(event, Progress):
+            progress.append(event)
+            if event.step == 12:
+                during_steps = collections.Counter(sites)  # the export after the last step is not a step
+    sites = during_steps
     assert len(progress) == 12 and len(progress[-1].history) == 12
     n_negative_updates = 3  # steps 0, 4, 8, each drawing one t'
     assert sites["all_finite"] == 12
