@@ -23,6 +23,7 @@ import argparse
 import inspect
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -33,13 +34,14 @@ from psd_gs.config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_over
 from psd_gs.device import resolve_device
 from psd_gs.export import preview_image
 from psd_gs.fetch import prior_files, status
-from psd_gs.generate import (CancelToken, GenerationError, Progress, Result, check_runs_root, clean_old_runs,
-                             generate)
+from psd_gs.generate import CancelToken, GenerationError, Result, generate
+from psd_gs.memory import check_fits, default_budget, fitting_resolutions
 from psd_gs.models import ModelCache
 from psd_gs.priors.base import MissingWeightsError
 from psd_gs.registry import METHODS, PRIORS, REWARDS, rewards_for
 from psd_gs.render import renderer_status
-from psd_gs import plots, ui
+from psd_gs import plots, serve, ui
+from psd_gs.runs import RunFolderError, check_runs_root, clean_old_runs, recover_runs
 from psd_gs.validate import validate
 
 TITLE = "psd-gs"
@@ -65,6 +67,7 @@ LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "pr
 PAGE_BACKGROUND = (0.0, 0.0, 0.0, 0.0)  # the 3D viewers clear to transparent: the page shows through
 CSS = """
 #preview img { image-rendering: pixelated; }
+#no-login { border: 2px solid #b91c1c; border-radius: 6px; padding: 4px 10px; }
 .psd-small { font-size: 13px; opacity: 0.85; }
 /* gsplat's viewer clears to transparent and paints its canvas' CSS background black: the page's instead */
 .psd-viewer canvas { background: var(--block-background-fill) !important; }
@@ -169,11 +172,20 @@ def control_id(path: str) -> str:
 
 
 def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "runs/app",
-               max_age_hours: float = 24.0, auth_on: bool = False) -> gr.Blocks:
-    """The page. Nothing heavy happens until Generate is pressed."""
+               max_age_hours: float = 24.0, budget: Optional[int] = None, warnings: List[str] = (),
+               max_cached_files: int = serve.MAX_CACHE_ENTRIES) -> gr.Blocks:
+    """The page. Nothing heavy happens until Generate is pressed.
+
+    budget: memory (bytes) a run may bring the process to (``psd_gs.memory``); default: the device's share.
+    warnings: shown at the top of the page (a server reachable without a login).
+    """
     if world is None:
         world, why = choose_world()
     base = preset(world)
+    device = resolve_device(base.device)
+    budget = budget or default_budget(device)
+    sizes = [int(r) for r in RESOLUTIONS.get(world, ["64"])]
+    offered = fitting_resolutions(base, budget, sizes)  # every size the page offers fits in memory
     prior_entry = PRIORS[base.prior.name]
     fields = {f.path: f for f in config_fields(base)}
     fields["resolution"] = FieldInfo("resolution", str, str(base.camera.resolution[-1][1]),
@@ -183,7 +195,9 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
     choices = {"prior.name": prior_choices(prior_entry.world),
                "guidance.method": [(e.label, name) for name, e in METHODS.items()],
                "reward": [(e.label, name) for name, e in world_rewards.items()],
-               "resolution": [(f"{r} px", r) for r in RESOLUTIONS.get(world, ["64"])]}
+               "resolution": [(f"{r} px", str(r)) for r in offered]}
+    if str(base.camera.resolution[-1][1]) not in choices["resolution"] and offered:
+        fields["resolution"] = FieldInfo("resolution", str, str(offered[-1]), fields["resolution"].help)
     infos = {"guidance.method": METHODS[base.guidance.method].help, "reward": REWARDS[base.reward].help}
     cache = ModelCache()  # models stay loaded between clicks (and for Compare's SDS pass)
     root = Path(runs_root)
@@ -194,6 +208,11 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                     f"{ui.esc(renderer_status(resolve_device()))}. PSD lets a reward model rank the prior's own "
                     "denoised guesses; that ranking, never the reward's pixel gradient, steers the scene.</span>",
                     elem_id="world")
+        for warning in warnings:
+            gr.Markdown(f"**Warning:** {ui.esc(warning)}", elem_id="no-login")
+        if not offered:
+            gr.Markdown(f"**No resolution fits this server's memory budget ({budget / 2 ** 30:.1f} GB)**: start it "
+                        "with a larger --max-memory-gb.", elem_id="no-memory")
         owner_token = gr.BrowserState("", storage_key="psd-gs-owner")
         state = gr.State({})
         controls: Dict[str, gr.components.Component] = {}
@@ -218,14 +237,13 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                 status_box = gr.HTML(ui.status_html("Press Generate."), elem_id="status", label="Status")
                 summary = gr.Markdown("", elem_id="summary", label="Result")
                 with gr.Row(equal_height=False):
-                    preview = gr.Image(label="Live render", type="numpy", height=330, elem_id="preview",
-                                       interactive=False, buttons=[], min_width=260)
+                    preview = gr.HTML(ui.placeholder_html("The live render appears here", 330), label="Live render",
+                                      elem_id="preview", min_width=260)
                     with gr.Column(min_width=280):
                         empty_reward, empty_loss = plots.run_plots([], base.steps, plots.window_end_step(base))
-                        reward_plot = gr.Image(empty_reward, label="Reward", show_label=False, elem_id="reward-plot",
-                                               interactive=False, buttons=[], height=160)
-                        loss_plot = gr.Image(empty_loss, label="Loss", show_label=False, elem_id="loss-plot",
-                                             interactive=False, buttons=[], height=160)
+                        reward_plot = gr.HTML(ui.image_html(empty_reward, "reward chart"), label="Reward",
+                                              elem_id="reward-plot")
+                        loss_plot = gr.HTML(ui.image_html(empty_loss, "loss chart"), label="Loss", elem_id="loss-plot")
         with gr.Tabs(visible=False, elem_id="results") as results:
             with gr.Tab("Splat", id="splat"):
                 model = gr.Model3D(label="Splat (.ply): drag to turn", elem_id="model3d", height=360,
@@ -241,8 +259,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                                             elem_classes="psd-viewer", elem_id="compare-main")
                     model_sds = gr.Model3D(label="SDS, same seed", height=300, clear_color=PAGE_BACKGROUND,
                                            elem_classes="psd-viewer", elem_id="compare-sds")
-                compare_plot = gr.Image(label="Reward per orbit view", show_label=False, elem_id="compare-plot",
-                                        interactive=False, buttons=[], height=220)
+                compare_plot = gr.HTML("", label="Reward per orbit view", elem_id="compare-plot")
             with gr.Tab("Downloads", id="downloads"):
                 files = gr.File(label=".ply, config, metrics, logs", file_count="multiple", interactive=False)
         examples = SHAPES_EXAMPLES if world == "shapes" else SD_EXAMPLES
@@ -267,10 +284,12 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
 
         def check(state, token, compare_on, *values):
             """The validator: a message next to the control a bad value concerns; the run does not start,
-            and what the user typed and the last result stay as they are."""
+            and what the user typed and the last result stay as they are. A run that would not fit in memory
+            is refused here, in milliseconds, naming the sizes that would."""
             verdicts = [gr.validate(True, "") for _ in range(3 + len(values))]
             try:
-                make_config(world, runs_root, dict(zip(paths, values)))
+                cfg = make_config(world, runs_root, dict(zip(paths, values)))
+                check_fits(cfg, budget, with_weights=not cache.has(cfg), resolutions=sizes)
             except ValueError as err:
                 where = setting_of(err, paths)
                 # shown as text by Gradio (not HTML): a prompt with markup reads as typed
@@ -278,21 +297,29 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             return verdicts
 
         def show(result_cfg: RunConfig, metrics: Dict[str, object], folder: Path) -> Dict:
-            """The page updates that show a finished run."""
+            """The page updates that show a finished run (its files served from copies, never the run folder)."""
             rplot, lplot = plots.run_plots(ui.run_logs(folder), result_cfg.steps, plots.window_end_step(result_cfg))
-            listed = [str(folder / n) for n in ("scene.ply", "config.json", "metrics.json", "logs.json")
-                      if (folder / n).exists()]
+            ply, video_file, *listed = serve.serve_copies(
+                [folder / n for n in ("scene.ply", "turntable.mp4", "scene.ply", "config.json", "metrics.json",
+                                      "logs.json")])
             return {summary: ui.result_sentence(result_cfg, metrics), results: gr.Tabs(visible=True),
-                    model: str(folder / "scene.ply"), files: listed, reward_plot: rplot, loss_plot: lplot,
-                    video: str(folder / "turntable.mp4") if (folder / "turntable.mp4").exists() else None}
+                    model: ply, files: [f for f in listed if f], video: video_file,
+                    reward_plot: ui.image_html(rplot, "reward chart"), loss_plot: ui.image_html(lplot, "loss chart")}
+
+        def tidy() -> None:
+            """Old run folders, and the files served from copies, go after ``max_age_hours``."""
+            clean_old_runs(root, max_age_hours * 3600.0)
+            serve.prune(serve.SERVE_DIR, max_age_hours * 3600.0, max_cached_files)
+            serve.prune(serve.gradio_cache(), max_age_hours * 3600.0, max_cached_files)
 
         def run(state, token, compare_on, *values, request: gr.Request = None):
             owner = owner_of(token, request)
             cfg = make_config(world, runs_root, dict(zip(paths, values)))  # checked by the validator already
-            clean_old_runs(root, max_age_hours * 3600.0)
+            tidy()
             cancel = state["cancel"] = CancelToken()
             yield {go: gr.update(interactive=False), results: gr.Tabs(visible=False), summary: "",
-                   preview: None, status_box: ui.status_html("Loading the models (kept for later runs)...")}
+                   status_box: ui.status_html("Loading the models (kept for later runs)..."),
+                   preview: ui.placeholder_html("The live render appears after the first steps", 330)}
             passes = [("", cfg)]
             if compare_on and cfg.guidance.method != "sds":
                 sds_cfg = RunConfig.from_dict(cfg.to_dict())
@@ -312,17 +339,21 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                             continue
                         history_rows.extend(event.history)
                         left = clock.left(event.step, event.total)
+                        if event.preview is None and not clock.due_status():
+                            continue  # the status line at most 5 times a second: each update costs the server
                         update = {status_box: ui.status_html(ui.step_text(tag, event.step, event.total, event.elapsed,
                                                                           left, event.n_gaussians),
                                                              event.step, event.total)}
-                        if event.preview is not None:
-                            rplot, lplot = plots.run_plots(history_rows, run_cfg.steps, window_end)
-                            k = max(1, 320 // event.preview.shape[1])  # small renders shown blocky, not blurred
-                            update.update({preview: event.preview.repeat(k, 0).repeat(k, 1), reward_plot: rplot,
-                                           loss_plot: lplot})
+                        if event.preview is not None:  # inline images: nothing left behind in a cache
+                            update[preview] = ui.image_html(event.preview, "live render", 320)
+                            if clock.due_chart() or event.step == event.total:  # charts at most every 2 s
+                                rplot, lplot = plots.run_plots(history_rows, run_cfg.steps, window_end)
+                                update.update({reward_plot: ui.image_html(rplot, "reward chart"),
+                                               loss_plot: ui.image_html(lplot, "loss chart")})
                         yield update
-                except (ValueError, GenerationError, MissingWeightsError, OSError) as err:
+                except (ValueError, GenerationError, MissingWeightsError, RunFolderError, OSError) as err:
                     text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                    text = serve.public_message(text, [root])  # no server paths for the user
                     gr.Warning(ui.esc(text))
                     yield {status_box: ui.status_html(f"Error: {text}", error=True), go: gr.update(interactive=True)}
                     return
@@ -331,15 +362,16 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             main = results_by_tag[""]
             update = show(cfg, main.metrics, main.out_dir)
             if len(results_by_tag) > 1:  # the live render shows the SDS pass now: show this method's object again
-                last = preview_image(main.scene, cfg, cfg.camera.resolution[-1][1])
-                k = max(1, 320 // last.shape[1])
-                update[preview] = last.repeat(k, 0).repeat(k, 1)
+                update[preview] = ui.image_html(preview_image(main.scene, cfg, cfg.camera.resolution[-1][1]),
+                                                "live render", 320)
             update[status_box] = ui.status_html("Done." if not main.cancelled else "Stopped: this is what existed.")
             if "SDS pass (for Compare): " in results_by_tag:
                 other = results_by_tag["SDS pass (for Compare): "]
+                chart = ui.compare_plot(cfg.guidance.method, main.metrics, other.metrics)
+                main_ply, sds_ply = serve.serve_copies([main.ply_path, other.ply_path])
                 update.update({compare_md: ui.compare_words(cfg.guidance.method, main.metrics, other.metrics),
-                               model_main: str(main.ply_path), model_sds: str(other.ply_path),
-                               compare_plot: ui.compare_plot(cfg.guidance.method, main.metrics, other.metrics),
+                               model_main: main_ply, model_sds: sds_ply,
+                               compare_plot: ui.image_html(chart, "reward per view") if chart is not None else "",
                                summary: update[summary] + "  \n" + ui.result_sentence(passes[1][1], other.metrics,
                                                                                       "SDS, same seed")})
             update[history] = [r.row() for r in ui.past_runs(root, owner)]
@@ -389,18 +421,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: %(default)s)")
     parser.add_argument("--runs", default="runs/app", help="run folders go below this (default: %(default)s)")
     parser.add_argument("--max-age-hours", type=float, default=24.0,
-                        help="remove run folders older than this when a new run starts (default: %(default)s)")
-    parser.add_argument("--queue-size", type=int, default=8, help="waiting runs before new ones are refused")
+                        help="remove run folders and served files older than this (default: %(default)s)")
+    parser.add_argument("--queue-size", type=int, default=8, help="waiting runs before new ones are refused "
+                                                                   "(default: %(default)s)")
+    parser.add_argument("--max-cached-files", type=int, default=serve.MAX_CACHE_ENTRIES,
+                        help="files kept for downloads at most, the oldest removed first (default: %(default)s)")
+    parser.add_argument("--max-memory-gb", type=float, default=None,
+                        help="memory a run may bring the server to; the page offers and accepts only runs that fit "
+                             "(default: 60%% of RAM on a CPU, 90%% of the GPU's free memory)")
     args = parser.parse_args(argv)
     try:
-        check_runs_root(args.runs)  # before anything loads: a folder we cannot write would fail every run
-    except GenerationError as e:
+        auth = serve.parse_auth(os.environ.get("PSD_GS_AUTH"))
+        root = check_runs_root(args.runs)  # before anything loads: a folder we cannot write would fail every run
+    except (ValueError, RunFolderError) as e:
         raise SystemExit(f"psd-gs: {e}")
-    auth = os.environ.get("PSD_GS_AUTH")
-    demo = build_demo(runs_root=args.runs, max_age_hours=args.max_age_hours, auth_on=bool(auth))
+    recover_runs(root)  # runs a killed server left half-made, and cut-off writes
+    warnings = serve.startup_warnings(args.host, auth)
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    budget = int(args.max_memory_gb * 2 ** 30) if args.max_memory_gb else None
+    demo = build_demo(runs_root=args.runs, max_age_hours=args.max_age_hours, budget=budget, warnings=warnings,
+                      max_cached_files=args.max_cached_files)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, allowed_paths=[str(Path(args.runs).resolve())],
-        auth=tuple(auth.split(":", 1)) if auth else None, css=CSS)
+        server_name=args.host, server_port=args.port, auth=serve.slow_auth(*auth) if auth else None, css=CSS,
+        max_file_size=serve.MAX_UPLOAD)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,8 @@ def cancel_on_ctrl_c(cancel: threading.Event) -> Iterator[None]:
 
     def handler(signum, frame):
         if cancel.is_set():
+            if hasattr(cancel, "abort"):
+                cancel.abort()  # the run does not write its partial result on the way out
             raise KeyboardInterrupt
         cancel.set()
         with contextlib.suppress(Exception):  # never let a message break the cancel
@@ -475,6 +477,19 @@ def _world_report(cfg: Optional[RunConfig], names: List[str]) -> Tuple[Optional[
     return name, judge
 
 
+def _check_weights_cached(rewards: List[str]) -> None:
+    """CLIError at once, naming fetch-weights, for a reward whose weights are not in the local cache:
+    evaluate never downloads (offline, a download attempt would hang for half a minute first)."""
+    from .fetch import required_files, status
+
+    missing = status(required_files(None, list(dict.fromkeys(rewards))))[1]
+    if missing:
+        names = sorted({name for name in rewards for repo, f in missing
+                        if (repo, f) in required_files(None, [name])})
+        raise CLIError(f"the weights of {', '.join(names)} are not in the local cache ({len(missing)} files); fetch "
+                       f"them with `python -m psd_gs fetch-weights --prior none --rewards {','.join(names)}`")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     # 1. Check inputs: the scene, prompt, reward names, views, and whether a world report applies
     ply, cfg = _resolve_target(args.target)
@@ -497,6 +512,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report_prior, judge_name = _world_report(cfg, names)
     out_dir = Path(args.out) if args.out else ply.parent
     _check_device(args.device)
+    _check_weights_cached(names + ([judge_name] if judge_name else []))
 
     # 2. Load the scene and the reward models
     from .device import resolve_device
@@ -561,8 +577,9 @@ def _is_expected(error: BaseException) -> bool:
         return True
     from .generate import GenerationError
     from .priors.base import MissingWeightsError
+    from .runs import RunFolderError
 
-    return isinstance(error, (MissingWeightsError, GenerationError))
+    return isinstance(error, (MissingWeightsError, GenerationError, RunFolderError))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

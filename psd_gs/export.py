@@ -3,7 +3,8 @@
 ``write_outputs`` writes them in the order that keeps the most when something fails: the scene first
 (atomic .ply), then metrics.json, then the turntable video. A turntable that fails (out of memory,
 no ffmpeg) is recorded in metrics.json as ``turntable_error`` and never loses the scene or metrics.
-The turntable is rendered a few views at a time, so its memory does not grow with its frame count.
+The turntable is rendered a few views at a time (``render.view_chunks``), so its memory does not grow
+with its frame count or size, and written under a temporary name first.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from .cameras import turntable
 from .config import RunConfig
 from .gaussians import GaussianScene
 from .ply import save_ply
-from .render import rasterize
+from .render import rasterize, view_chunks
 
-TURNTABLE_CHUNK = 4  # views rendered per rasteriser call
 TURNTABLE_ELEVATION = 20.0  # degrees, also the preview's
 
 
@@ -46,9 +46,14 @@ def save_turntable(scene: GaussianScene, cfg: RunConfig, path: Path, res: int) -
     cams = turntable(cfg.turntable_views, res, res, elevation=TURNTABLE_ELEVATION,
                      radius=float(np.mean(cfg.camera.radius)), fovy=float(np.mean(cfg.camera.fovy))).to(scene.device)
     with torch.no_grad():
-        frames = np.concatenate([to_uint8(rasterize(scene, cams[i:i + TURNTABLE_CHUNK], 1.0).rgb)
-                                 for i in range(0, len(cams), TURNTABLE_CHUNK)])
-    iio.imwrite(path, frames, fps=12, codec="libx264", macro_block_size=1)
+        frames = np.concatenate([to_uint8(rasterize(scene, cams[part], 1.0).rgb)
+                                 for part in view_chunks(len(cams), res, res)])
+    tmp = path.with_name(f".{path.name}.tmp.mp4")  # a killed write leaves no cut video under the real name
+    try:
+        iio.imwrite(tmp, frames, fps=12, codec="libx264", macro_block_size=1)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

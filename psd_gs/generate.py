@@ -7,10 +7,11 @@ rendering, guidance and densification are library calls.
         if isinstance(event, Progress): ...   # step, logs, a preview image every few steps
         else: result = event                  # Result(scene, out_dir, ply_path, metrics)
 
-Everything a run writes goes into its own folder below ``cfg.out_dir``, named from the time, a
-slug of the prompt (letters, digits and dashes only), the method and the seed:
-config.json (the resolved config), checkpoint.pt (every ``checkpoint_every`` steps, resumable),
-scene.ply, metrics.json and turntable.mp4 (``psd_gs.export``).
+Everything a run writes goes into its own new folder below ``cfg.out_dir`` (``psd_gs.runs``: named from
+the time, a slug of the prompt, the method, the seed and a random token; marked INCOMPLETE until its
+outputs are written): config.json (the resolved config), checkpoint.pt (every ``checkpoint_every``
+steps, resumable), scene.ply, metrics.json, logs.json and turntable.mp4 (``psd_gs.export``). A consumer
+that stops iterating (closes the generator) gets the partial result written, as a cancel does.
 
 Failure handling: a step whose loss or gradients are not finite is skipped and logged; after
 ``max_nan_steps`` in a row the run stops with GenerationError. Out-of-memory stops it the same way,
@@ -28,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import threading
 import time
 import warnings
@@ -51,8 +50,9 @@ from .guidance import Guidance, make_guidance
 from .priors import DiffusionPrior, load_prior
 from .registry import METHODS, PRIORS, resolve
 from .rewards import RewardModel, load_reward
-from .validate import validate
 from .render import rasterize
+from .runs import check_runs_root, mark_complete, mark_incomplete, new_run_dir
+from .validate import validate
 
 
 class GenerationError(RuntimeError):
@@ -60,7 +60,14 @@ class GenerationError(RuntimeError):
 
 
 class CancelToken(threading.Event):
-    """Set it (``cancel.set()``) from any thread to end a run after its current step."""
+    """Set it (``cancel.set()``) from any thread to end a run after its current step and write what exists.
+    ``abort()`` also asks that a consumer who then stops iterating leaves without that write."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.set()
 
 
 @dataclass
@@ -98,75 +105,6 @@ class Result:
 
 
 # ---- set-up helpers ---------------------------------------------------------------------------
-
-
-def slug(prompt: str, limit: int = 40) -> str:
-    """A prompt as a safe folder-name fragment: lowercase letters, digits and single dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:limit].strip("-") or "prompt"
-
-
-def check_runs_root(root: Union[str, Path]) -> Path:
-    """``root`` exists (made if needed) and this process can create folders in it; returns it.
-
-    Raises GenerationError saying how to fix it otherwise: in Docker, a bind-mounted folder that did
-    not exist is created by the daemon as root, and the app's non-root user cannot write there.
-    """
-    root = Path(root)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.mkdir()
-        probe.rmdir()
-    except OSError as err:
-        uid, gid = os.getuid(), os.getgid()
-        raise GenerationError(
-            f"cannot create run folders in {root} ({err.strerror or type(err).__name__}). Make it writable by "
-            f"this user (uid {uid}): `sudo chown -R {uid}:{gid} {root}`. With Docker, a bind-mounted folder "
-            f"that did not exist is created as root: create it first (`mkdir -p runs && sudo chown "
-            f"{uid}:{gid} runs`) or keep compose.yaml's named volume") from None
-    return root
-
-
-def new_run_dir(cfg: RunConfig) -> Path:
-    """A fresh folder below cfg.out_dir; never an existing one, never outside it."""
-    root = check_runs_root(cfg.out_dir)
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug(cfg.prompt)}-{cfg.guidance.method}-seed{cfg.seed}"
-    for i in range(1000):
-        path = root / (base if i == 0 else f"{base}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise GenerationError(f"could not create a new run folder under {root}")
-
-
-def run_dir_pattern() -> re.Pattern:
-    """The names ``new_run_dir`` gives, for every method in the registry."""
-    from .registry import METHODS
-
-    methods = "|".join(re.escape(m) for m in METHODS)
-    return re.compile(rf"^\d{{8}}-\d{{6}}-[a-z0-9-]+-({methods})-seed\d+(-\d+)?$")
-
-
-def clean_old_runs(root: Path, max_age_seconds: float) -> List[Path]:
-    """Delete run folders directly below ``root`` older than ``max_age_seconds``; returns them.
-
-    Only folders whose name follows ``new_run_dir``'s pattern and that hold a config.json are touched,
-    so nothing else that happens to live below ``root`` is ever removed.
-    """
-    import shutil
-
-    removed = []
-    if not root.is_dir():
-        return removed
-    now, pattern = time.time(), run_dir_pattern()
-    for path in root.iterdir():
-        if (path.is_dir() and pattern.match(path.name) and (path / "config.json").exists()
-                and now - path.stat().st_mtime > max_age_seconds):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
 
 
 def make_optimizers(scene: GaussianScene, cfg: RunConfig) -> Dict[str, torch.optim.Optimizer]:
@@ -297,7 +235,7 @@ def _save_checkpoint(path: Path, step: int, scene: GaussianScene, optimizers, st
         "guidance": guidance.state_dict(),
         "rng": rng,
     }
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)
 
@@ -344,10 +282,12 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
         reward = load_reward(cfg.reward, device=device)
     guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
     if resume is None:
-        out_dir = new_run_dir(cfg)
+        out_dir = new_run_dir(cfg.out_dir, cfg.prompt, cfg.guidance.method, cfg.seed)  # marked INCOMPLETE
         (out_dir / "config.json").write_text(cfg.to_json())
         if owner:
             (out_dir / "owner").write_text(owner)
+    else:
+        mark_incomplete(out_dir)
 
     # 3. Scene, optimisers, densification; seeded generators for every random draw
     torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
@@ -377,7 +317,7 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
         start, nan_count = ck["step"], ck["nan_count"]
 
     # 5. Optimise
-    t0, nan_total, failure = time.perf_counter(), 0, None
+    t0, nan_total, failure, closed = time.perf_counter(), 0, None, False
     pending: List[Tuple[int, Dict[str, object]]] = []  # per-step logs not yet turned into floats
     last_logs: Dict[str, float] = {}
     all_logs: List[Dict[str, float]] = []  # every flushed step's logs, saved as logs.json
@@ -439,6 +379,10 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     except torch.OutOfMemoryError:
         failure = (f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): "
                    f"lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
+    except GeneratorExit:  # the consumer went away (a closed page, a cancelled request): keep what exists
+        closed, step = True, step + 1  # it left at a yield: step ``step`` was done
+    if closed and getattr(cancel, "aborted", False):
+        return  # aborted (a second Ctrl-C): the folder stays INCOMPLETE, with its checkpoint if any
     if failure is not None:  # outside the except block: its traceback, and the tensors it holds, are gone
         render = out = loss = None
         for opt in all_optimizers:
@@ -448,8 +392,8 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
                                            "n_gaussians": len(scene)}, all_logs + logs_to_floats(pending))
         raise GenerationError(f"{failure[0]}. The last good scene is in {out_dir}")
 
-    # 6. Export
-    cancelled = step < cfg.steps
+    # 6. Export (a closed generator cannot yield: it writes its partial result and ends)
+    cancelled = step < cfg.steps or closed
     if pending:  # a cancel between flushes
         all_logs += logs_to_floats(pending)
         last_logs = {k: v for k, v in all_logs[-1].items() if k != "step"}
@@ -469,14 +413,18 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
                                    "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
         if report:
             metrics["evaluation"] = resolve(report)(scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
-    yield _export(scene, cfg, out_dir, metrics, all_logs, cancelled)
+    result = _export(scene, cfg, out_dir, metrics, all_logs, cancelled)
+    if not closed:
+        yield result
 
 
 def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,
             logs: List[Dict[str, float]], cancelled: bool = False) -> Result:
-    """Write the run's outputs (``export.write_outputs``) and its per-step logs (logs.json); the Result."""
+    """Write the run's outputs (``export.write_outputs``) and its per-step logs (logs.json), then mark the
+    folder complete; the Result."""
     write_json(out_dir / "logs.json", logs)
     paths = write_outputs(scene, cfg, out_dir, metrics)
+    mark_complete(out_dir)
     return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
                   paths["metrics"])
 

@@ -62,6 +62,11 @@ class ModelCache:
             self._rewards.move_to_end(key)
             return self._rewards[key]
 
+    def has(self, cfg: RunConfig) -> bool:
+        """Whether the prior and reward ``cfg`` needs are loaded already (their weights are in memory)."""
+        device = resolve_device(cfg.device)
+        return self._prior[0] == self.prior_key(cfg.prior, device) and (cfg.reward, str(device)) in self._rewards
+
     def for_run(self, cfg: RunConfig) -> Tuple[DiffusionPrior, Optional[RewardModel]]:
         """(prior, reward) for ``generate(cfg, prior, reward)``: the reward when the method needs it or the
         prior's world reports on results with it, else None. Validates ``cfg`` first."""

@@ -31,6 +31,8 @@ class PriorEntry:
         word in the shapes world), before anything loads ("" = nothing to check).
     report: ``fn(scene, prompt, reward, cameras) -> dict``, what this world can say about a result
         beyond the reward (the shapes world: which object formed, its fidelity) ("" = nothing).
+    memory: ``fn(cfg: RunConfig, with_weights: bool) -> {part: bytes}``, the prior's own memory in a run
+        (weights, precomputed tables, activations), for ``psd_gs.memory`` ("" = nothing to add).
     needs_cuda: only offered where CUDA is.
     """
 
@@ -42,19 +44,22 @@ class PriorEntry:
     files: str = ""
     check: str = ""
     report: str = ""
+    memory: str = ""
     needs_cuda: bool = False
 
 
 @dataclass(frozen=True)
 class RewardEntry:
     """A 2D reward model. factory: ``fn(device=None, **kwargs) -> RewardModel``; files: ``fn() ->
-    [(hub repo, file)]`` with its default weights ("" = none); worlds: whose images it scores."""
+    [(hub repo, file)]`` with its default weights ("" = none); worlds: whose images it scores;
+    weights_gb: its weights in memory (fp16 on CUDA), for ``psd_gs.memory``."""
 
     factory: str
     worlds: Tuple[str, ...]
     label: str
     help: str
     files: str = ""
+    weights_gb: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,27 +78,29 @@ PRIORS: Dict[str, PriorEntry] = {
         factory="psd_gs.priors.analytic:load_shapes_prior", options="psd_gs.priors.analytic:ShapesOptions",
         world="shapes", label="Shapes world (offline)",
         help="closed-form mixture prior over twelve coloured reference objects; exact, runs on a CPU",
-        check="psd_gs.priors.analytic:check_run", report="psd_gs.evaluate:shapes_report"),
+        check="psd_gs.priors.analytic:check_run", report="psd_gs.evaluate:shapes_report",
+        memory="psd_gs.priors.analytic:memory"),
     "sd": PriorEntry(
         factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
         world="image", label="Stable Diffusion 2.1 base",
         help="any epsilon-prediction SD 1.x/2.x checkpoint through diffusers; TAESD decodes one-step guesses",
-        files="psd_gs.priors.stable_diffusion:weight_files", needs_cuda=True),
+        files="psd_gs.priors.stable_diffusion:weight_files", memory="psd_gs.priors.stable_diffusion:memory",
+        needs_cuda=True),
 }
 
 REWARDS: Dict[str, RewardEntry] = {
     "hpsv2": RewardEntry("psd_gs.rewards.hpsv2:load_hpsv2", ("image",), "HPS v2.1",
                          "Human Preference Score v2.1 (open_clip ViT-H-14), cosine of image and prompt",
-                         files="psd_gs.rewards.hpsv2:weight_files"),
+                         files="psd_gs.rewards.hpsv2:weight_files", weights_gb=2.0),
     "pickscore": RewardEntry("psd_gs.rewards.pickscore:load_pickscore", ("image",), "PickScore",
                              "PickScore v1 (CLIP-H on Pick-a-Pic preferences), scaled cosine",
-                             files="psd_gs.rewards.pickscore:weight_files"),
+                             files="psd_gs.rewards.pickscore:weight_files", weights_gb=2.0),
     "aesthetic": RewardEntry("psd_gs.rewards.aesthetic:load_aesthetic", ("image",), "Aesthetic",
                              "LAION improved aesthetic predictor on CLIP ViT-L/14; ignores the prompt",
-                             files="psd_gs.rewards.aesthetic:weight_files"),
+                             files="psd_gs.rewards.aesthetic:weight_files", weights_gb=0.9),
     "clip": RewardEntry("psd_gs.rewards.clip_score:load_clip_score", ("image",), "CLIP score",
                         "OpenAI CLIP ViT-L/14 cosine of image and prompt",
-                        files="psd_gs.rewards.clip_score:weight_files"),
+                        files="psd_gs.rewards.clip_score:weight_files", weights_gb=0.9),
     "shapes-warm": RewardEntry("psd_gs.rewards.shapes:load_warm", ("shapes",), "Warm colours",
                                "prefers warm colours, R - (G + B) / 2 over the object"),
     "shapes-cool": RewardEntry("psd_gs.rewards.shapes:load_cool", ("shapes",), "Cool colours",

@@ -38,8 +38,26 @@ class StepClock:
     """Seconds left, from the pace of the last ``window`` steps (the first steps and the setup before
     them are slower, so the mean over the whole run overestimates what is left)."""
 
-    def __init__(self, window: int = 20):
+    def __init__(self, window: int = 20, chart_every: float = 2.0):
         self.marks: Deque[Tuple[int, float]] = deque(maxlen=window)
+        self.chart_every, self.last_chart, self.last_status = chart_every, float("-inf"), float("-inf")
+
+    def due_status(self, now: Optional[float] = None, every: float = 0.2) -> bool:
+        """Whether the status line should be updated now (at most every ``every`` seconds)."""
+        now = time.perf_counter() if now is None else now
+        if now - self.last_status < every:
+            return False
+        self.last_status = now
+        return True
+
+    def due_chart(self, now: Optional[float] = None) -> bool:
+        """Whether the charts should be redrawn now (at most every ``chart_every`` seconds: drawing them
+        costs about 0.2 s)."""
+        now = time.perf_counter() if now is None else now
+        if now - self.last_chart < self.chart_every:
+            return False
+        self.last_chart = now
+        return True
 
     def left(self, step: int, total: int, now: Optional[float] = None) -> Optional[float]:
         self.marks.append((step, time.perf_counter() if now is None else now))
@@ -61,6 +79,28 @@ def step_text(tag: str, step: int, total: int, elapsed: float, left: Optional[fl
     return f"{tag}step {step} / {total} · {elapsed:.1f} s elapsed · {eta} · {n_gaussians} Gaussians"
 
 
+# ---- images -------------------------------------------------------------------------------------
+
+
+def image_html(image, alt: str, max_width: Optional[int] = None) -> str:
+    """uint8 [H, W, 3] as an inline PNG <img> (a data URL): the page shows it without Gradio writing a
+    file for every frame. Small renders are drawn blocky (pixelated), not blurred, at up to ``max_width``."""
+    import base64
+
+    import imageio.v3 as iio
+
+    data = base64.b64encode(iio.imwrite("<bytes>", image, extension=".png")).decode()
+    width = f"max-width:{max_width}px;" if max_width else ""
+    return (f'<img src="data:image/png;base64,{data}" alt="{esc(alt)}" '
+            f'style="width:100%;{width}display:block;margin:auto">')
+
+
+def placeholder_html(text: str, height: int) -> str:
+    """An empty box of ``height`` px with a line of grey text, where an image will come."""
+    return (f'<div style="height:{height}px;display:flex;align-items:center;justify-content:center;'
+            f'color:#999;border:1px dashed #ccc;border-radius:6px">{esc(text)}</div>')
+
+
 # ---- results ------------------------------------------------------------------------------------
 
 
@@ -73,6 +113,9 @@ def result_sentence(cfg: RunConfig, metrics: Dict[str, object], label: str = "")
     if m.get("cancelled"):
         done += ", stopped early: this is what existed"
     ev = m.get("evaluation")
+    if ev and not ev.get("formed", True):
+        return (f"{head}{'N' if not head else 'n'}o object formed (the nearest, the {esc(ev['nearest'])}, matches only "
+                f"{ev['psnr']:.1f} dB over 8 views); reward {ev['reward']:.3f} ({esc(ev['judged_by'])}). {done}.")
     if ev:
         verdict = ("**the object the reward prefers**" if ev["hit"]
                    else f"not the one the reward prefers (the {esc(ev['preferred'])})")

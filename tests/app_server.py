@@ -21,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120
+PIDS: dict = {}  # url -> the server's process id (for tests that read its memory)
 
 
 def free_port() -> int:
@@ -35,7 +36,9 @@ def start_app(tmp: Path, cache: Path, args: Sequence[str] = (), env: dict | None
     url = f"http://127.0.0.1:{port}/"
     log_path = tmp / "app.log"
     full_env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", PSD_GS_PRESET="shapes",
-                    PSD_GS_CACHE=str(cache), **(env or {}))
+                    PSD_GS_CACHE=str(cache), GRADIO_TEMP_DIR=str(tmp / "gradio"), TMPDIR=str(tmp / "tmp"),
+                    **(env or {}))
+    (tmp / "tmp").mkdir(exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
                                  "--runs", str(tmp / "runs"), *args], cwd=REPO, env=full_env, stdout=log,
@@ -54,6 +57,7 @@ def start_app(tmp: Path, cache: Path, args: Sequence[str] = (), env: dict | None
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()}")
             time.sleep(0.5)
+        PIDS[url] = proc.pid
         yield url, tmp / "runs"
     finally:
         proc.terminate()

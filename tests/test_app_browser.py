@@ -126,7 +126,7 @@ def test_the_object_is_visible_while_it_grows(browser, server):
     assert "step " in page.locator("#status").inner_text()  # progress lives in the status line
     wait_done(page)
     assert page.locator("#generate").is_enabled()
-    assert "ormed the" in page.locator("#summary").inner_text()
+    assert "over 8 views" in page.locator("#summary").inner_text()
     page.context.close()
 
 
@@ -147,7 +147,7 @@ def test_a_finished_run_comes_back_from_the_history_after_a_reload(browser, serv
     page.locator("#model3d canvas").first.wait_for(timeout=60_000)
     time.sleep(3)
     assert drawn_share(pixels(page, "#model3d canvas")) > 0.01, "the chosen run's splat is not drawn"
-    assert "ormed the" in page.locator("#summary").inner_text()
+    assert "over 8 views" in page.locator("#summary").inner_text()
     other = open_page(browser, url)  # another browser (a new context): not its history
     time.sleep(2)
     assert "a torus" not in other.locator("#history").inner_text()

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,7 +21,8 @@ import pytest
 import psd_gs.generate as gen_mod
 from psd_gs.cli import build_parser, config_from_args, main
 from psd_gs.config import preset
-from psd_gs.generate import GenerationError, Progress, new_run_dir, slug
+from psd_gs.generate import GenerationError, Progress
+from psd_gs.runs import new_run_dir, slug
 from psd_gs.ply import load_ply
 from psd_gs.priors.base import MissingWeightsError
 from psd_gs.registry import METHODS, PRIORS, REWARDS, RewardEntry
@@ -149,6 +151,9 @@ def test_options_land_in_the_config():
     (["a dog"], "dog"),
     (["a red cube", "--resolution", "30"], "multiple of 8"),
     (["a red cube", "--tau", "0"], "tau"),
+    (["a red cube", "--turntable-views", "0"], "turntable_views = 0: must be >= 1"),
+    (["a red cube", "--checkpoint-every", "-1"], "checkpoint_every = -1: must be >= 0"),
+    (["a red cube", "--seed", "-3"], "seed = -3: must be >= 0"),
 ])
 def test_bad_generate_input_is_one_error_line_and_no_run_folder(argv, says, tmp_path, capsys):
     assert main(["generate", *argv, "--out", str(tmp_path)]) == 2
@@ -159,9 +164,10 @@ def test_bad_generate_input_is_one_error_line_and_no_run_folder(argv, says, tmp_
 
 def test_run_folder_name_from_a_hostile_prompt_stays_inside_out_dir(tmp_path):
     assert slug("../../etc/passwd a red cube") == "etc-passwd-a-red-cube"
-    run_dir = new_run_dir(preset("shapes", prompt="../../etc/passwd a red cube", out_dir=str(tmp_path)))
+    run_dir = new_run_dir(tmp_path, "../../etc/passwd a red cube", "psd", 0)
     assert run_dir.parent == tmp_path and run_dir.is_dir()
     assert re.fullmatch(r"[a-z0-9-]+", run_dir.name), run_dir.name
+    assert re.search(r"-seed0-[0-9a-f]{16}$", run_dir.name)  # not guessable from what a user knows
 
 
 # ---- generate, for real -----------------------------------------------------------------------
@@ -332,3 +338,36 @@ def test_bench_unknown_or_missing_name_lists_the_available_ones(argv, capsys):
 def test_bench_runs_the_script_with_the_remaining_arguments(capfd):
     assert main(["bench", "step_cost", "--help"]) == 0
     assert "usage: step_cost.py" in capfd.readouterr().out
+
+
+def test_out_naming_a_file_is_one_error_line(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    t0 = time.perf_counter()
+    assert main(["generate", "a red cube", "--out", str(target), *FAST]) == 2
+    assert "cannot create run folders" in assert_one_error_line(capsys.readouterr().err)
+    assert time.perf_counter() - t0 < 10  # before any model loads or step runs
+
+
+def test_evaluate_without_cached_weights_fails_at_once_naming_fetch_weights(e2e_run, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    _, run_dir = e2e_run
+    t0 = time.perf_counter()
+    assert main(["evaluate", str(run_dir), "--rewards", "hpsv2,clip", "--out", str(tmp_path)]) == 2
+    line = assert_one_error_line(capsys.readouterr().err)
+    assert "clip, hpsv2 are not in the local cache" in line and "fetch-weights --prior none --rewards clip,hpsv2" in line
+    assert time.perf_counter() - t0 < 2.0  # no download attempt
+    assert main(["evaluate", str(run_dir), "--views", "2", "--out", str(tmp_path)]) == 0  # its own reward: no weights
+
+
+def test_a_blank_render_is_not_a_hit():
+    from psd_gs.evaluate import eval_cameras, shapes_report
+    from psd_gs.gaussians import GaussianScene
+    from psd_gs.rewards import load_reward
+
+    blank = GaussianScene.random(10, init_opacity=0.001)
+    report = shapes_report(blank, "a red cube", load_reward("shapes-warm"), eval_cameras(4, 32))
+    assert report["nearest"] == report["preferred"] == "red cube"  # the only object allowed...
+    assert report["psnr"] < 15 and not report["formed"] and not report["hit"]  # ...but nothing formed

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import psd_gs.generate as gen
+import psd_gs.runs as runs
 from psd_gs.config import PRESETS, preset
 from psd_gs.registry import METHODS
 from psd_gs.gaussians import PARAM_NAMES
@@ -211,10 +212,10 @@ def test_clean_old_runs_removes_only_old_run_folders(tmp_path):
     import os
     import time as _time
 
-    from psd_gs.generate import clean_old_runs
+    from psd_gs.runs import clean_old_runs
 
-    old = tmp_path / "20260101-000000-a-cube-psd-seed0"
-    new = tmp_path / "20261125-120000-a-cube-sds-seed1"
+    old = tmp_path / "20260101-000000-a-cube-psd-seed0-0123456789abcdef"
+    new = tmp_path / "20261125-120000-a-cube-sds-seed1-fedcba9876543210"
     other = tmp_path / "my-notes"
     for d in (old, new, other):
         d.mkdir()
@@ -224,7 +225,6 @@ def test_clean_old_runs_removes_only_old_run_folders(tmp_path):
     os.utime(other, (past, past))
     assert clean_old_runs(tmp_path, 3600) == [old]
     assert not old.exists() and new.exists() and other.exists()
-
 
 def test_out_of_memory_frees_the_step_and_keeps_scene_and_metrics_when_the_turntable_fails(tmp_path, monkeypatch):
     import gc
@@ -323,18 +323,18 @@ def test_a_runs_folder_this_user_cannot_write_is_refused_with_the_fix(tmp_path):
         if os.geteuid() == 0:
             os.seteuid(65534)
             try:
-                with pytest.raises(GenerationError) as err:
-                    gen.check_runs_root(root)
+                with pytest.raises(runs.RunFolderError) as err:
+                    runs.check_runs_root(root)
             finally:
                 os.seteuid(0)
         else:
             root.chmod(0o555)
-            with pytest.raises(GenerationError) as err:
-                gen.check_runs_root(root)
+            with pytest.raises(runs.RunFolderError) as err:
+                runs.check_runs_root(root)
         message = str(err.value)
         assert "cannot create run folders" in message and "chown" in message and "named volume" in message
         assert list(root.iterdir()) == []  # nothing left behind
-        assert gen.check_runs_root(root) == root  # and a writable one passes
+        assert runs.check_runs_root(root) == root  # and a writable one passes
     finally:
         root.chmod(0o755)
         shutil.rmtree(root)
@@ -345,7 +345,7 @@ def test_generate_and_the_app_refuse_an_unusable_runs_folder_up_front(tmp_path):
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
-    with pytest.raises(GenerationError, match="cannot create run folders"):
+    with pytest.raises(runs.RunFolderError, match="cannot create run folders"):
         run(small(tmp_path, out_dir=str(blocker)))
     with pytest.raises(SystemExit, match="psd-gs: cannot create run folders"):
         app.main(["--runs", str(blocker)])

@@ -25,7 +25,7 @@ def test_plots_name_every_series_and_mark_the_end_of_the_pair_window():
     assert list(rewards) == ["winner guess", "loser guess"] and list(losses) == ["sds", "negative"]
     assert rewards["winner guess"][0] == (1.0, 0.5) and len(losses["negative"]) == 30
     reward_img, loss_img = plots.run_plots(history, total=100, window_end=20)
-    assert reward_img.shape == (280, 608, 3) and reward_img.dtype.name == "uint8"
+    assert reward_img.shape == (210, 456, 3) and reward_img.dtype.name == "uint8"
     assert len(np.unique(reward_img.reshape(-1, 3), axis=0)) > 50  # a drawn chart, not a blank
     assert not np.array_equal(reward_img, plots.run_plots(history, total=100)[0])  # the window marker shows
     cfg = preset("shapes")
@@ -38,13 +38,13 @@ def test_a_chart_has_a_legend_naming_each_series(monkeypatch):
     from matplotlib.figure import Figure
 
     legends = []
-    real_draw = Figure.tight_layout
+    real_adjust = Figure.subplots_adjust
 
     def spy(fig, *args, **kwargs):
         legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
-        return real_draw(fig, *args, **kwargs)
+        return real_adjust(fig, *args, **kwargs)
 
-    monkeypatch.setattr(Figure, "tight_layout", spy)
+    monkeypatch.setattr(Figure, "subplots_adjust", spy)
     plots.run_plots([{"step": 1.0, "reward_w": 0.5, "reward_l": 0.1, "loss_sds": 1.0}], total=10, window_end=5)
     assert legends == [["winner guess", "loser guess", plots.WINDOW_MARK], ["sds", plots.WINDOW_MARK]]
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..cameras import Cameras, make_cameras, orbit_grid
 from ..config import PriorConfig, RunConfig, knob, prior_options
+from ..render import view_chunks
 from ..render.torch_backend import rasterize_torch
 from .base import DiffusionPrior
 from .shapes_world import ShapesWorld
@@ -82,6 +83,16 @@ def check_run(cfg: RunConfig) -> None:
                          "each range equal, or set prior.options.pose_grid=none")
 
 
+def memory(cfg: RunConfig, with_weights: bool = True) -> Dict[str, int]:
+    """The pose-grid latents this prior keeps (bytes): poses x objects x latent size, per resolution."""
+    opts = prior_options(cfg.prior)
+    if opts.pose_grid is None:
+        return {}
+    poses, objects = opts.pose_grid[0] * opts.pose_grid[1], len(ShapesWorld())
+    table = sum(poses * objects * 3 * (res // POOL) ** 2 * 4 for _, res in cfg.camera.resolution)
+    return {"pose-grid latents": 2 * table}  # the table, and one copy while it loads
+
+
 class AnalyticPrior(DiffusionPrior):
     """Closed-form mixture prior over the shapes world's reference objects.
 
@@ -117,14 +128,17 @@ class AnalyticPrior(DiffusionPrior):
 
     @torch.no_grad()
     def render_objects(self, cameras: Cameras) -> torch.Tensor:
-        """Every object from every camera, one masked rasterizer call: rgb [B, K, H, W, 3]."""
+        """Every object from every camera: rgb [B, K, H, W, 3]. Masked rasteriser calls of at most
+        ``render.PIXELS_PER_CALL`` pixels each, so memory stays bounded at any resolution."""
         B, K = len(cameras), len(self.world)
         cams = cameras.to(self.device)
         idx = torch.arange(B * K, device=self.device)
         views = cams[idx // K]  # camera b repeated for each object
         mask = self.owner[None, :] == (idx % K)[:, None]  # [B K, K n]: view (b, k) draws object k only
-        r = rasterize_torch(self.objects, views, self.background, retain_means2d_grad=False, mask=mask)
-        return r.rgb.view(B, K, cams.height, cams.width, 3)
+        rgb = torch.cat([rasterize_torch(self.objects, views[part], self.background, retain_means2d_grad=False,
+                                         mask=mask[part]).rgb
+                         for part in view_chunks(B * K, cams.width, cams.height)])
+        return rgb.view(B, K, cams.height, cams.width, 3)
 
     def latents_of_objects(self, cameras: Cameras) -> torch.Tensor:
         """mu [B, K, D] float32: each object's latent from each camera."""

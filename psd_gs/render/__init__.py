@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -54,6 +54,18 @@ def as_background(background: Optional[torch.Tensor | float], batch: int, like: 
     if bg.shape[-1] != 3 or bg.ndim > 2 or (bg.ndim == 2 and bg.shape[0] not in (1, batch)):
         raise ValueError(f"background must be a scalar, [3] or [B, 3] with B={batch}; got {list(bg.shape)}")
     return bg.expand(batch, 3)
+
+
+PIXELS_PER_CALL = 256 * 256  # pixels per rasteriser call in batch renders without grad (bounds their memory)
+
+
+def view_chunks(n_views: int, width: int, height: int) -> List[slice]:
+    """Slices of ``n_views`` views of ``width`` x ``height`` px, each holding at most PIXELS_PER_CALL pixels
+    (at least one view). Renders without grad (previews, turntables, evaluation, the shapes prior's pose
+    grid) go chunk by chunk, so their memory stays bounded at any resolution: the CPU rasteriser keeps
+    about 180 bytes per (pixel, Gaussian) pair, and a 256 px view of 3,000 Gaussians has about 1M pairs."""
+    per_call = max(1, PIXELS_PER_CALL // max(width * height, 1))
+    return [slice(i, min(i + per_call, n_views)) for i in range(0, n_views, per_call)]
 
 
 def backend_for(device: torch.device) -> str:
