@@ -226,6 +226,7 @@ def test_clean_old_runs_removes_only_old_run_folders(tmp_path):
     assert clean_old_runs(tmp_path, 3600) == [old]
     assert not old.exists() and new.exists() and other.exists()
 
+
 def test_out_of_memory_frees_the_step_and_keeps_scene_and_metrics_when_the_turntable_fails(tmp_path, monkeypatch):
     import gc
     import weakref
