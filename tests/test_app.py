@@ -271,6 +271,7 @@ def test_soak_many_runs_keep_memory_and_temp_files_bounded(tmp_path_factory):
             out = call(client, owner_token=f"soak-{i % 3}", steps=8, seed=i, prompt=["a cube", "a sphere", "a torus"][i % 3])
             assert "Done." in out[OUT["status"]]
             sizes.append(_rss_mb(PIDS[url]))
+        print(f"server RSS after each run, MB: {[round(s) for s in sizes]}")
         assert sizes[-1] <= 1.2 * sizes[0], f"server memory grew: {sizes}"
         cached = list((tmp / "gradio").iterdir())
         served = list((tmp / "tmp" / "psd-gs-serve").iterdir())
