@@ -238,12 +238,14 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                 summary = gr.Markdown("", elem_id="summary", label="Result")
                 with gr.Row(equal_height=False):
                     preview = gr.HTML(ui.placeholder_html("The live render appears here", 330), label="Live render",
-                                      elem_id="preview", min_width=260)
+                                      elem_id="preview", min_width=260, show_label=True, container=True,
+                                      padding=True)
                     with gr.Column(min_width=280):
                         empty_reward, empty_loss = plots.run_plots([], base.steps, plots.window_end_step(base))
                         reward_plot = gr.HTML(ui.image_html(empty_reward, "reward chart"), label="Reward",
-                                              elem_id="reward-plot")
-                        loss_plot = gr.HTML(ui.image_html(empty_loss, "loss chart"), label="Loss", elem_id="loss-plot")
+                                              elem_id="reward-plot", container=True, padding=True)
+                        loss_plot = gr.HTML(ui.image_html(empty_loss, "loss chart"), label="Loss", elem_id="loss-plot",
+                                            container=True, padding=True)
         with gr.Tabs(visible=False, elem_id="results") as results:
             with gr.Tab("Splat", id="splat"):
                 model = gr.Model3D(label="Splat (.ply): drag to turn", elem_id="model3d", height=360,

@@ -8,6 +8,7 @@ guidance code itself is the project's own, unchanged, so the logs are what the i
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Dict
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from psd_gs.cameras import make_cameras
-from psd_gs.config import GuidanceConfig
+from psd_gs.config import GuidanceConfig, preset
 from psd_gs.guidance import make_guidance
 from psd_gs.priors.base import DiffusionPrior
 from psd_gs.render import Render
@@ -88,17 +89,29 @@ def record(cfg: GuidanceConfig, steps: range, total: int) -> Dict[str, float]:
     return {name: n / len(steps) for name, n in sorted(counts.items())}
 
 
-def recorded_logs(neg_every: int = 8, window=(0.0, 0.5), total: int = 800) -> Dict[str, Dict[str, float]]:
-    """Call logs per method from runs of the real guidance (default GuidanceConfig otherwise)."""
-    lo, hi = int(window[0] * total), int(window[1] * total)
-    psd = GuidanceConfig(method="psd", neg_every=neg_every, pair_window=tuple(window))
+def recorded_logs(neg_every: int | None = None, window=None, total: int = 800,
+                  candidates: tuple = ()) -> Dict[str, Dict[str, float]]:
+    """Call logs per method from runs of the real guidance with the ``sd`` preset's settings (``neg_every``
+    and ``window`` override them when given); ``candidates``: N-candidate variants to record as well."""
+    base = preset("sd").guidance
+    if neg_every is not None:
+        base.neg_every = neg_every
+    if window is not None:
+        base.pair_window = tuple(window)
+    lo, hi = int(base.pair_window[0] * total), int(base.pair_window[1] * total)
+
+    def psd(**changes) -> GuidanceConfig:
+        return dataclasses.replace(base, method="psd", **changes)
+
     logs = {
-        "sds": record(GuidanceConfig(method="sds"), range(total), total),
-        "psd_window": record(psd, range(lo, hi), total) if hi > lo else {},
-        "psd_outside": record(psd, [s for s in range(total) if not lo <= s < hi], total) if hi - lo < total else {},
-        "psd_run": record(psd, range(total), total),
-        "psd_no_negative": record(GuidanceConfig(method="psd", neg_lr=0.0, pair_window=tuple(window)),
-                                  range(lo, hi), total) if hi > lo else {},
-        "reward_grad": record(GuidanceConfig(method="reward_grad"), range(total), total),
+        "sds": record(dataclasses.replace(base, method="sds"), range(total), total),
+        "psd_window": record(psd(), range(lo, hi), total) if hi > lo else {},
+        "psd_outside": record(psd(), [s for s in range(total) if not lo <= s < hi], total) if hi - lo < total else {},
+        "psd_run": record(psd(), range(total), total),
+        "psd_no_negative": record(psd(neg_lr=0.0), range(lo, hi), total) if hi > lo else {},
+        "reward_grad": record(dataclasses.replace(base, method="reward_grad"), range(total), total),
     }
+    for n in candidates:
+        logs[f"psd_n{n}_window"] = record(psd(n_candidates=n), range(lo, hi), total) if hi > lo else {}
+        logs[f"psd_n{n}_run"] = record(psd(n_candidates=n), range(total), total)
     return {k: v for k, v in logs.items() if v}

@@ -3,14 +3,21 @@
     .venv/bin/python bench/shapes_psd.py                                  # warm reward, 3 prompts x 8 seeds
     .venv/bin/python bench/shapes_psd.py --reward shapes-cool --methods sds,psd
     .venv/bin/python bench/shapes_psd.py --prompts "a cube" --seeds 2 --steps 100   # a quick look
+    .venv/bin/python bench/shapes_psd.py --methods psd --set guidance.n_candidates=8   # a variant
 
 Every run is a real ``generate`` of the ``shapes`` preset (the offline closed-form world), evaluated
 on 8 orbit views off the training grid (the report ``generate`` writes into metrics.json, from
-``psd_gs.evaluate.shapes_report``): mean reward over the views, fidelity
-(PSNR to the nearest object the prompt allows), and hit (that nearest object is the one the reward
-prefers among those the prompt allows). Methods: sds, psd, psd_no_neg (neg_lr = 0), psd_no_pair
-(lambda_p = 0) and reward_grad. Prints a table per prompt and overall, and writes every run's numbers
-to --json.
+``psd_gs.evaluate.shapes_report``): mean reward over the views, fidelity (PSNR to the nearest object
+the prompt allows), and hit (that nearest object formed and is the one the reward prefers among those
+the prompt allows). Methods (``METHODS``): sds, the preset's psd, one ablation per part of PSD, and
+reward_grad, the hacking baseline. ``--set`` applies overrides to every PSD variant (not to sds or
+reward_grad).
+
+Per method: mean reward and its standard deviation over runs, mean and lowest PSNR, hits, s/step.
+The pair diagnostic (PSD variants): at each pair step, whether the candidates' one-step guesses name
+different objects (nearest reference latent among the allowed ones, from the prior's own table), and
+whether the winner's names the preferred object; by t. ``--jobs 2`` runs two runs at a time, one
+thread each.
 """
 
 from __future__ import annotations
@@ -20,44 +27,115 @@ import json
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Dict, List
 
 import torch
 
-from psd_gs.config import preset
-from psd_gs.generate import run
+from psd_gs.config import apply_overrides, preset
 
-METHODS = {
-    "sds": dict(method="sds"),
-    "psd": dict(method="psd"),
-    "psd_no_neg": dict(method="psd", neg_lr=0.0),
-    "psd_no_pair": dict(method="psd", lambda_p=0.0),
-    "reward_grad": dict(method="reward_grad"),
+# name -> guidance overrides on the shapes preset. "psd" is the preset's PSD; each ablation turns one part
+# of it off; "psd_prev" is PSD as it was before issue 13 (two candidates, t from the whole range, lambda_p 4).
+METHODS: Dict[str, dict] = {
+    "sds": {"guidance.method": "sds"},
+    "psd": {"guidance.method": "psd"},
+    "psd_no_pair": {"guidance.method": "psd", "guidance.lambda_p": 0.0},
+    "psd_no_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.0},
+    "psd_n2": {"guidance.method": "psd", "guidance.n_candidates": 2},
+    "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
+    "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
+                 "guidance.lambda_p": 4.0},
+    "reward_grad": {"guidance.method": "reward_grad"},
 }
+T_BINS = (0, 200, 400, 600, 800, 1000)
 
 
-def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str) -> dict:
+_RECORD: Dict[str, object] = {}  # this process's current run: its prompt and its pair log
+
+
+def record_pairs(prompt: str, log: List[dict]) -> None:
+    """Log, per pair step of this process's next run, t and the objects that the candidates' guesses
+    are nearest to (among those ``prompt`` allows), and the winner's. Wraps PSDGuidance.build_pair once."""
+    from psd_gs.guidance.psd import PSDGuidance
+
+    _RECORD.update(prompt=prompt, log=log)
+    if "original" in _RECORD:
+        return
+    original = _RECORD["original"] = PSDGuidance.build_pair
+
+    def build_pair(self, z0, t, cams):
+        pair = original(self, z0, t, cams)
+        allowed = self.prior.world.select(_RECORD["prompt"])
+        mu = self.prior.views(cams)[:, allowed].float()  # [B, A, D]
+        nearest = torch.cdist(pair.x0.flatten(2).transpose(0, 1), mu).argmin(-1).T  # [N, B]
+        win = nearest.gather(0, pair.win[None])[0]
+        for b in range(nearest.shape[1]):
+            _RECORD["log"].append({"t": t, "distinct": len(set(nearest[:, b].tolist())),
+                                   "winner": self.prior.world.objects[allowed[int(win[b])]].name})
+        return pair
+
+    PSDGuidance.build_pair = build_pair
+
+
+def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
+            threads: int) -> dict:
+    from psd_gs.generate import run
+
+    torch.set_num_threads(threads)
     cfg = preset("shapes", prompt=prompt, seed=seed, steps=steps, reward=reward, out_dir=out_dir,
                  preview_every=0, turntable_views=4)
-    for field, value in METHODS[method].items():
-        setattr(cfg.guidance, field, value)
+    apply_overrides(cfg, METHODS[method])
+    if method.startswith("psd"):
+        apply_overrides(cfg, overrides)
+        apply_overrides(cfg, METHODS[method])  # the ablation's own setting wins over --set
+    pairs: List[dict] = []
+    record_pairs(prompt, pairs)
     t0 = time.perf_counter()
     result = run(cfg)
     seconds = time.perf_counter() - t0
     rep = result.metrics["evaluation"]  # generate's own shapes report: 8 orbit views, judged by `reward`
-    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"], "psnr": rep["psnr"], "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"],
-            "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds}
+    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"], "psnr": rep["psnr"],
+            "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"],
+            "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds, "pairs": pairs}
 
 
 def table(rows: list, title: str) -> str:
-    lines = [f"\n{title}", "| method | reward | fidelity PSNR dB | hit rate | s/step | runs |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"\n{title}", "| method | reward (sd) | PSNR dB (sd) | lowest PSNR | hits | s/step | runs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
             continue
-        lines.append(f"| {method} | {statistics.mean(r['reward'] for r in rs):.3f} | "
-                     f"{statistics.mean(r['psnr'] for r in rs):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} | "
+        rew, psnr = [r["reward"] for r in rs], [r["psnr"] for r in rs]
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        lines.append(f"| {method} | {statistics.mean(rew):.3f} ({sd(rew):.3f}) | {statistics.mean(psnr):.1f} "
+                     f"({sd(psnr):.1f}) | {min(psnr):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} | "
                      f"{statistics.mean(r['sec_per_step'] for r in rs):.3f} | {len(rs)} |")
+    return "\n".join(lines)
+
+
+def diagnostic(rows: list) -> str:
+    """Per PSD variant and t bin: pair steps, the share whose candidates name different objects, and the
+    share whose winner names the preferred object."""
+    lines = ["\npair diagnostic: share of pair steps whose candidates name different objects "
+             "(and whose winner names the preferred one), by t",
+             "| method | " + " | ".join(f"t {lo}-{hi - 1}" for lo, hi in zip(T_BINS, T_BINS[1:])) + " | all |",
+             "|---|" + "---:|" * len(T_BINS)]
+    for method in METHODS:
+        steps = [(p, r["preferred"]) for r in rows if r["method"] == method for p in r["pairs"]]
+        if not steps:
+            continue
+        cells = []
+        for lo, hi in list(zip(T_BINS, T_BINS[1:])) + [(0, 1000)]:
+            inside = [(p, pref) for p, pref in steps if lo <= p["t"] < hi]
+            if not inside:
+                cells.append("-")
+                continue
+            differ = sum(p["distinct"] > 1 for p, _ in inside) / len(inside)
+            preferred = sum(p["winner"] == pref for p, pref in inside) / len(inside)
+            cells.append(f"{differ:.0%} ({preferred:.0%}) of {len(inside)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,29 +143,39 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", default="a cube,a sphere,a torus", help="comma-separated; each must allow several objects")
     p.add_argument("--seeds", type=int, default=8)
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {list(METHODS)}")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated from {list(METHODS)}")
     p.add_argument("--reward", default="shapes-warm", help="shapes-warm or shapes-cool")
     p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="an override for every PSD variant, e.g. guidance.n_candidates=8 (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (threads per run: 2 / jobs)")
     p.add_argument("--json", default="", help="write every run's numbers here")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
     prompts = [s.strip() for s in args.prompts.split(",") if s.strip()]
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         p.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    overrides = dict(item.split("=", 1) for item in args.set)
+    threads = max(1, 2 // args.jobs)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(prompt, method, seed) for prompt in prompts for seed in seeds for method in methods]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for prompt in prompts:
-            for seed in range(args.seeds):
-                for method in methods:
-                    r = one_run(prompt, method, seed, args.reward, args.steps, tmp)
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
-    print(f"\nreward {args.reward}, {args.steps} steps, seeds 0..{args.seeds - 1}")
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads)
+                   for prompt, method, seed in jobs]
+        for future in futures:
+            r = future.result()
+            rows.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "pairs"}), flush=True)
+    extra = f", --set {' '.join(args.set)}" if args.set else ""
+    print(f"\nreward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")
     for prompt in prompts:
         print(table([r for r in rows if r["prompt"] == prompt], f"prompt {prompt!r}"))
     print(table(rows, "all prompts"))
+    print(diagnostic(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

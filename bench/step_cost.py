@@ -21,8 +21,9 @@ Two parts:
    `--logs` replaces or adds methods.
 
 Time per 1,000 steps assumes an H100 at 40% of ~800 TFLOP/s dense bf16 (320 TFLOP/s effective).
-The last line printed is `PSD/SDS N.NN`: PSD inside the pair window, adaptive negative amortised over
-`neg_every`, divided by SDS.
+The call logs use the `sd` preset's guidance settings. The last lines: PSD over a default run / SDS,
+the same for each N-candidate variant (`--candidates`), and `PSD/SDS N.NN`: PSD inside the pair
+window, adaptive negative amortised over `neg_every`, divided by SDS.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Mapping
 
 import call_logs  # bench/call_logs.py
 import flops as flops_mod  # bench/flops.py
-from psd_gs.config import GuidanceConfig
+from psd_gs.config import preset
 
 CallLog = dict[str, float]
 
@@ -76,6 +77,9 @@ LABELS = {
     "reward_grad": "reward-gradient (SDS + reward tower fwd/bwd)",
     "psd_naive": "naive PSD (hand-written: 3 embeddings, full VAE decodes, update every step)",
 }
+for _n in range(2, 17):
+    LABELS[f"psd_n{_n}_window"] = f"PSD with N = {_n} candidates, in the window"
+    LABELS[f"psd_n{_n}_run"] = f"PSD with N = {_n} candidates, averaged over a run"
 
 
 def component_costs(reward: str = "hpsv2") -> tuple[dict[str, dict], dict[str, float]]:
@@ -93,9 +97,12 @@ def _fmt_log(log: Mapping[str, float]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--neg-every", type=int, default=GuidanceConfig.neg_every,
-                   help="adaptive-negative update period (default: GuidanceConfig's, %(default)s)")
-    p.add_argument("--window", default="0,0.5", help="pair_window as start,end fractions of the run")
+    sd = preset("sd").guidance
+    p.add_argument("--neg-every", type=int, default=sd.neg_every,
+                   help="adaptive-negative update period (default: the sd preset's, %(default)s)")
+    p.add_argument("--window", default=",".join(map(str, sd.pair_window)),
+                   help="pair_window as start,end fractions of the run (default: the sd preset's, %(default)s)")
+    p.add_argument("--candidates", default="4,8", help="N-candidate variants to cost (comma-separated; '' none)")
     p.add_argument("--reward", default="hpsv2", choices=sorted(flops_mod.REWARD_TOWERS))
     p.add_argument("--logs", help="JSON {method: {component: samples}} replacing/adding call logs")
     p.add_argument("--tflops", type=float, default=320.0, help="effective TFLOP/s (H100: 40%% of ~800 bf16)")
@@ -107,7 +114,8 @@ def main(argv=None) -> None:
     print("## Components (per sample, batch 1; FlopCounterMode: matmul/conv/attention only, MAC = 2 FLOPs)\n")
     flops_mod.print_table(table)
 
-    logs = call_logs.recorded_logs(args.neg_every, window)
+    candidates = tuple(int(n) for n in args.candidates.split(",") if n.strip())
+    logs = call_logs.recorded_logs(args.neg_every, window, candidates=candidates)
     logs["psd_naive"] = naive_psd_log()
     if args.logs:
         with open(args.logs) as f:
@@ -129,7 +137,11 @@ def main(argv=None) -> None:
     print("|---|---:|---:|---:|")
     for name, n in psd.items():
         print(f"| {name} | {n:g} | {n * costs[name] / 1e12:.3f} | {n * costs[name] / f_psd:.0%} |")
-    print(f"\nPSD/SDS {f_psd / sds:.2f}")
+    print(f"\nPSD (sd preset, N = {sd.n_candidates}) over a default run / SDS {compose(logs['psd_run'], costs) / sds:.2f}")
+    for n in candidates:
+        print(f"PSD with N = {n}: in the window / SDS {compose(logs[f'psd_n{n}_window'], costs) / sds:.2f}, "
+              f"over a run / SDS {compose(logs[f'psd_n{n}_run'], costs) / sds:.2f}")
+    print(f"PSD/SDS {f_psd / sds:.2f}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,24 @@ class GuidanceConfig:
     tau: float = knob(0.01, "tau: reward gap at which the pair term reaches full weight, k(d) = clamp(d / tau, 0, 1)",
                       above=0.0)
     pair_window: Tuple[float, float] = knob((0.0, 0.5), "(start, end) fractions of the run where the pair term acts")
+    n_candidates: int = knob(2, "N: noisings of the render ranked per pair step; the best is the winner, the worst "
+                                "the loser (more make a real choice likelier)", minimum=2, maximum=16)
+    rank_by: str = knob("scene", "scene: one winner for all views, by the reward summed over them (one object, one "
+                                 "decision); view: each view picks its own", choices=("scene", "view"))
+    pair_space: str = knob("noise", "noise: the pair term is w(t) times the noise bracket, sqrt(a_t (1 - a_t)) "
+                                    "(x0_l - x0_w); x0: the guesses' difference itself, (x0_l - x0_w), so it keeps "
+                                    "its weight at high noise where the choice is made", choices=("noise", "x0"))
+    sds_tail: float = knob(1.0, "from this fraction of the run on, every PSD step is plain SDS against e_ref (no "
+                                "pair, no learned negative): the choice made, fidelity restored; 1 = never",
+                           minimum=0.0, maximum=1.0)
+    pair_t_min: float = knob(0.0, "inside the pair window t is drawn from [max(t_min, pair_t_min), t_max]: the "
+                                  "candidates differ only at high noise, where the choice is made", minimum=0.0,
+                             maximum=1.0)
+    gate_render: bool = knob(False, "a pair informs only when its winner's guess scores above the render itself "
+                                    "(decoded from its latent): nothing to prefer once the render is as good as "
+                                    "any guess")
+    min_gap: float = knob(0.0, "reward gap below which a pair is uninformative: the step is plain SDS (first "
+                               "candidate) and the learned negative skips it", minimum=0.0)
     # PSD adaptive negative embedding e_n
     neg_lr: float = knob(1e-3, "Adam learning rate of PSD's learned negative embedding e_n; 0 freezes it",
                          minimum=0.0)
@@ -403,8 +421,10 @@ def _shapes() -> RunConfig:
                      prior=PriorConfig("shapes", options={"data_std": 0.1, "pose_grid": (5, 24)}),
                      scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),
-                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=4.0, tau=0.3, pair_window=(0.0, 0.4),
-                                             neg_lr=0.05, neg_every=8, beta=10.0, gamma=1e-3, lambda_r=1000.0))
+                     # PSD (issue 13, bench/RESULTS.md): 8 candidates, pair steps at t >= 0.6 T, lambda_p 2
+                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=2.0, tau=0.3, pair_window=(0.0, 0.4),
+                                             n_candidates=8, pair_t_min=0.6, neg_lr=0.05, neg_every=8, beta=10.0,
+                                             gamma=1e-3, lambda_r=1000.0))
 
 
 def _sd() -> RunConfig:
@@ -417,8 +437,11 @@ def _sd() -> RunConfig:
                                        opacity_reset_every=300),
                      camera=CameraConfig(batch=4, resolution=((0.0, 128), (0.3, 256), (0.6, 512)),
                                          background="mixed"),
-                     guidance=GuidanceConfig(cfg_scale=7.5, tau=0.01, pair_window=(0.0, 0.5), neg_lr=1e-3,
-                                             neg_every=8, beta=1000.0, gamma=0.1))
+                     # PSD set by the shapes world's rules (README, "PSD's settings"): as many candidates as
+                     # keep a run within 2x SDS's FLOPs (bench/step_cost.py), pair steps at high noise only
+                     guidance=GuidanceConfig(cfg_scale=7.5, lambda_p=2.0, tau=0.01, pair_window=(0.0, 0.4),
+                                             n_candidates=3, pair_t_min=0.6, neg_lr=1e-3, neg_every=8,
+                                             beta=1000.0, gamma=0.1))
 
 
 PRESETS = {"shapes": _shapes, "sd": _sd}

@@ -90,11 +90,13 @@ class Guidance:
         frac = step / max(total - 1, 1)
         return self.cfg.t_max_start + (self.cfg.t_max_end - self.cfg.t_max_start) * frac
 
-    def sample_t(self, step: int, total: int) -> int:
-        """One integer timestep t ~ U[t_min T, t_max(step) T], shared by the batch."""
+    def sample_t(self, step: int, total: int, t_min: float | None = None) -> int:
+        """One integer timestep t ~ U[t_min T, t_max(step) T], shared by the batch (``t_min``: a higher
+        lower end, a fraction of T, capped at t_max(step))."""
         T = self.prior.num_train_timesteps
-        lo = int(round(self.cfg.t_min * T))
-        hi = max(lo, min(T - 1, int(round(self.t_max(step, total) * T))))
+        lo = int(round(max(self.cfg.t_min, t_min or 0.0) * T))
+        hi = min(T - 1, int(round(self.t_max(step, total) * T)))
+        lo = min(lo, hi)
         return int(torch.randint(lo, hi + 1, (1,), generator=self.t_generator))
 
     def noise_like(self, z: torch.Tensor) -> torch.Tensor:

@@ -2,18 +2,31 @@
 
 Per step, with the learnable negative embedding e_n (initialised to e_ref):
 
-1. one t, two noises eps^a, eps^b -> z_t^a, z_t^b from the same z0;
-2. one batched prior call (no grad): eps(z_t^i; e_n) and eps(z_t^i; e_y) for i in {a, b}
+1. one t, N = ``n_candidates`` noises eps^1..eps^N -> z_t^i from the same z0. Inside the pair window
+   t ~ U[max(t_min, ``pair_t_min``), t_max(step)]: candidates name different objects only at high
+   noise, so that is where the pair steps go;
+2. one batched prior call (no grad): eps(z_t^i; e_n) and eps(z_t^i; e_y) for every i
    (e_ref is not evaluated here: the scene gradient uses e_n only);
 3. one-step guesses x0^i = (z_t^i - sqrt(1 - a_t) eps_s(z_t^i; e_n)) / sqrt(a_t), decoded and scored
-   by the reward without grad; winner w, loser l, gap d = R^w - R^l >= 0;
-4. g = w(t) [ (eps_s^w - eps^w) + lambda_p k(d) ((eps_s^w - eps^w) - (eps_s^l - eps^l)) ],
-   k(d) = clamp(d / tau, 0, 1) inside ``pair_window``, else 0; the bracket equals
-   sqrt(a_t)/sqrt(1 - a_t) (x0^l - x0^w), so no reward gradient ever touches the scene;
-5. every ``neg_every`` steps the loss term "negative": the Diffusion-DPO loss of e_n on the two guesses
-   re-noised with one fresh noise at a fresh t' (see ``negative_loss``), on the first ``neg_views``
-   views of the batch (the UNet backward for e_n stores activations per sample). e_n is listed in
-   ``param_groups`` (learning rate ``neg_lr``), and the loop's Adam steps it after the backward.
+   by the reward without grad; winner w = the best, loser l = the worst candidate, gap d = R^w - R^l
+   >= 0. ``rank_by="scene"``: one w and l for all B views, by the reward summed over the views (the
+   candidates' noises are indexed alike in every view); ``"view"``: each view ranks its own;
+4. g = w(t) (eps_s^w - eps^w) + lambda_p k(d) P, k(d) = clamp(d / tau, 0, 1) inside ``pair_window``,
+   for an informative pair: d >= ``min_gap`` and (``gate_render``) the winner's guess scores above
+   the render itself, D(z0) (ranked by scene: their means over the views). An uninformative pair
+   gives plain SDS on the first candidate (k = 0, no selection by the reward). The pair term
+   ``pair_space="noise"``: P = w(t) ((eps_s^w - eps^w) - (eps_s^l - eps^l)) = sqrt(a_t (1 - a_t)) (x0^l - x0^w)
+   ``pair_space="x0"``:    P = x0^l - x0^w (the same direction, without the factor that vanishes at
+   high noise, where the candidates differ); no reward gradient ever touches the scene;
+5. every ``neg_every`` steps (before ``sds_tail``) the loss term "negative": the Diffusion-DPO loss of e_n on the winner's
+   and loser's guesses re-noised with one fresh noise at a fresh t' (see ``negative_loss``), on the
+   first ``neg_views`` views of the batch, counting only informative pairs (d >= ``min_gap``; with
+   none, only the gamma term acts). e_n is listed in ``param_groups`` (learning rate ``neg_lr``), and the loop's Adam steps it
+   after the backward.
+
+From ``sds_tail`` (a fraction of the run) on, every step is plain SDS against e_ref: the choice is
+made, and the learned negative, which pushes the guided target away from what the reward dislikes,
+no longer pulls the object off the prior's own (fidelity restored).
 
 The pair is only built when it is used (inside the window with lambda_p > 0, or on an e_n update
 step). Otherwise the step is plain SDS against e_n, so with lambda_p = 0 and neg_lr = 0 PSD
@@ -23,7 +36,7 @@ reproduces SDS exactly for the same seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +51,12 @@ from .base import Guidance, GuidanceOut, sds_target_loss
 
 @dataclass
 class Pair:
-    """Two noisings of one render's latent z0 [B, C, h, w] at one t, ranked by the reward.
+    """N noisings of one render's latent z0 [B, C, h, w] at one t, ranked by the reward.
 
-    eps, eps_s, x0: [2, B, C, h, w] for (a, b): the noise, eps_s(z_t; e_n), the one-step guess.
-    reward: [2, B]; win: [B] long in {0, 1}, the index of the winner w (the other is the loser l).
+    eps, eps_s, x0: [N, B, C, h, w]: the noise, eps_s(z_t; e_n), the one-step guess of each candidate.
+    reward: [N, B]; win, lose: [B] long in [0, N), each view's winner and loser (the same index in every
+    view when ranked by scene); gap: [B], d = R^w - R^l >= 0 (by scene: of the rewards averaged over
+    the views, the same in every view).
     """
 
     t: int
@@ -50,16 +65,37 @@ class Pair:
     x0: torch.Tensor
     reward: torch.Tensor
     win: torch.Tensor
+    lose: torch.Tensor
+    gap: torch.Tensor
+    informative: torch.Tensor
 
     def pick(self, x: torch.Tensor, winner: bool) -> torch.Tensor:
-        """x [2, B, ...] -> [B, ...]: each view's winner (or loser)."""
-        idx = self.win if winner else 1 - self.win
-        return x.gather(0, idx.view(1, -1, *[1] * (x.dim() - 2)).expand(1, *x.shape[1:]))[0]
+        """x [N, B, ...] -> [B, ...]: each view's winner (or loser)."""
+        return take(x, self.win if winner else self.lose)
 
     @property
-    def gap(self) -> torch.Tensor:
-        """d = R^w - R^l >= 0, [B]."""
-        return self.reward.max(0).values - self.reward.min(0).values
+    def base(self) -> torch.Tensor:
+        """[B]: the candidate whose SDS term the step uses: the winner of an informative pair, else the
+        first candidate (its noise is a plain SDS draw; an uninformative winner is chosen by noise alone,
+        and following it would select for the reward without the prior's say)."""
+        return torch.where(self.informative, self.win, torch.zeros_like(self.win))
+
+
+def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x [N, B, ...], idx [B] -> [B, ...]: candidate idx[b] of view b."""
+    return x.gather(0, idx.view(1, -1, *[1] * (x.dim() - 2)).expand(1, *x.shape[1:]))[0]
+
+
+def rank(reward: torch.Tensor, by_scene: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(win [B], lose [B], gap [B]) of rewards [N, B]: the best and the worst candidate, per view or by
+    the mean over views. Ties: the first best wins and the last worst loses, so two equal candidates
+    still form a pair (of gap 0)."""
+    score = reward.mean(1, keepdim=True).expand_as(reward) if by_scene else reward  # [N, B]
+    n = score.shape[0]
+    win = score.argmax(0)
+    lose = n - 1 - score.flip(0).argmin(0)
+    gap = score.gather(0, win[None])[0] - score.gather(0, lose[None])[0]
+    return win, lose, gap
 
 
 class PSDGuidance(Guidance):
@@ -76,9 +112,10 @@ class PSDGuidance(Guidance):
     @classmethod
     def events(cls, cfg: GuidanceConfig, steps: int) -> Dict[str, Tuple[bool, List[int]]]:
         """"pair": the steps inside ``pair_window``; "negative": the e_n updates."""
-        lo, hi = cfg.pair_window
+        lo, hi = cfg.pair_window[0], min(cfg.pair_window[1], cfg.sds_tail)
+        negative = [s for s in range(0, steps, cfg.neg_every) if s / steps < cfg.sds_tail] if cfg.neg_lr > 0 else []
         return {"pair": (cfg.lambda_p > 0 and hi > lo, [s for s in range(steps) if lo <= s / steps < hi]),
-                "negative": (cfg.neg_lr > 0, list(range(0, steps, cfg.neg_every)) if cfg.neg_lr > 0 else [])}
+                "negative": (cfg.neg_lr > 0, negative)}
 
     def param_groups(self) -> List[dict]:
         """e_n with learning rate ``neg_lr``; nothing when ``neg_lr`` = 0 (e_n stays e_ref)."""
@@ -106,38 +143,49 @@ class PSDGuidance(Guidance):
 
     @torch.no_grad()
     def build_pair(self, z0: torch.Tensor, t: int, cams: Cameras) -> Pair:
-        """Steps 1-3: two noisings of z0 at t, guided predictions in one call, guesses, rewards."""
+        """Steps 1-3: N noisings of z0 at t, guided predictions in one call, guesses, rewards, ranking."""
         a = self.alpha(t)
         z0 = z0.detach()
-        eps = torch.stack([self.noise_like(z0), self.noise_like(z0)])  # [2, B, C, h, w]
+        n, B = self.cfg.n_candidates, z0.shape[0]
+        eps = torch.stack([self.noise_like(z0) for _ in range(n)])  # [N, B, C, h, w]
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
-        B = z0.shape[0]
         eps_s = self.guided_eps(z_t.flatten(0, 1), t, self.e_n, self.e_y, cams).view_as(eps)
         x0 = (z_t - (1 - a).sqrt() * eps_s) / a.sqrt()
-        images = self.prior.decode_latents(x0.flatten(0, 1))
-        reward = self.reward.score(images, [self.prompt] * (2 * B)).view(2, B).float()
-        win = (reward[1] > reward[0]).long()
-        return Pair(t, eps, eps_s, x0, reward, win)
+        gate = self.cfg.gate_render
+        images = self.prior.decode_latents(torch.cat([x0.flatten(0, 1), z0]) if gate else x0.flatten(0, 1))
+        scores = self.reward.score(images, [self.prompt] * images.shape[0]).float()
+        reward = scores[:n * B].view(n, B)
+        by_scene = self.cfg.rank_by == "scene"
+        win, lose, gap = rank(reward, by_scene)
+        informative = gap >= self.cfg.min_gap
+        if gate:  # the winner must beat the render itself (as the prior's decoder shows it)
+            own, best = scores[n * B:], take(reward, win)
+            informative &= (best.mean() > own.mean()).expand(B) if by_scene else best > own
+        return Pair(t, eps, eps_s, x0, reward, win, lose, gap, informative)
 
     def pair_gradient(self, pair: Pair, lam: float) -> torch.Tensor:
         """Step 4: g [B, C, h, w] on z0."""
         a = self.alpha(pair.t)
         d = pair.pick(pair.eps_s - pair.eps, True)  # eps_s^w - eps^w
-        bracket = d - pair.pick(pair.eps_s - pair.eps, False)
-        k = self.k(pair.gap).view(-1, *[1] * (d.dim() - 1))
-        return (1 - a) * (d + lam * k * bracket)
+        if self.cfg.pair_space == "x0":
+            term = pair.pick(pair.x0, False) - pair.pick(pair.x0, True)
+        else:
+            term = (1 - a) * (d - pair.pick(pair.eps_s - pair.eps, False))
+        k = (self.k(pair.gap) * pair.informative).view(-1, *[1] * (d.dim() - 1))
+        return (1 - a) * take(pair.eps_s - pair.eps, pair.base) + lam * k * term
 
     # ---- the adaptive negative ----------------------------------------------------------------
 
     def negative_loss(self, x0_w: torch.Tensor, x0_l: torch.Tensor, t2: int, eps2: torch.Tensor,
-                      cams: Cameras) -> torch.Tensor:
+                      cams: Cameras, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Diffusion-DPO loss of e_n against e_ref on guesses x0_w, x0_l [B, C, h, w] (detached), seen
-        from the B views ``cams``.
+        from the B views ``cams``; ``weight`` [B] in {0, 1} keeps only the informative pairs (none: the
+        DPO part is 0 and only the gamma term remains; default: every pair).
 
         z'^i = sqrt(a_t') x0^i + sqrt(1 - a_t') eps' with one shared eps' [B, C, h, w]; errors
         |eps' - eps_s(z'^i; e)|^2 are means over elements, per view;
         L = -log sigmoid(-beta [(err_n^w - err_ref^w) - (err_n^l - err_ref^l)]) + gamma |e_n - e_ref|^2,
-        averaged over views. Differentiable in e_n only.
+        averaged over the (weighted) views. Differentiable in e_n only.
         """
         a = self.alpha(t2)
         z = torch.cat([x0_w, x0_l]).detach() * a.sqrt() + (1 - a).sqrt() * torch.cat([eps2, eps2])
@@ -154,30 +202,34 @@ class PSDGuidance(Guidance):
 
         diff = err(eps_n) - err(eps_ref)
         B = x0_w.shape[0]
-        dpo = -F.logsigmoid(-self.cfg.beta * (diff[:B] - diff[B:])).mean()
+        per_view = -F.logsigmoid(-self.cfg.beta * (diff[:B] - diff[B:]))
+        dpo = per_view.mean() if weight is None else (weight * per_view).sum() / weight.sum().clamp(min=1.0)
         return dpo + self.cfg.gamma * (self.e_n - self.e_ref).square().mean()
 
     # ---- one step -----------------------------------------------------------------------------
 
     def step(self, render: Render, cams: Cameras, step: int, total: int) -> GuidanceOut:
         z0 = self.latents(render)
-        t = self.sample_t(step, total)
-        lam = self.pair_weight(step, total)
-        update_neg = self.cfg.neg_lr > 0 and step % self.cfg.neg_every == 0
+        tail = step / max(total, 1) >= self.cfg.sds_tail  # the choice is made: plain SDS against e_ref
+        lam = 0.0 if tail else self.pair_weight(step, total)
+        t = self.sample_t(step, total, self.cfg.pair_t_min if lam > 0 else None)
+        update_neg = not tail and self.cfg.neg_lr > 0 and step % self.cfg.neg_every == 0
         logs: Dict[str, torch.Tensor | float] = {"t": float(t), "lambda_p": lam}
         if lam > 0 or update_neg:
             pair = self.build_pair(z0, t, cams)
             g = self.pair_gradient(pair, lam)
-            logs.update(reward_w=pair.reward.max(0).values.mean(), reward_l=pair.reward.min(0).values.mean(),
-                        gap=pair.gap.mean(), k=self.k(pair.gap).mean())
+            logs.update(reward_w=pair.pick(pair.reward, True).mean(), reward_l=pair.pick(pair.reward, False).mean(),
+                        gap=pair.gap.mean(), k=(self.k(pair.gap) * pair.informative).mean(),
+                        informative=pair.informative.float().mean())
         else:
-            g = self.sds_gradient(z0, t, self.e_n.detach(), cams)
+            g = self.sds_gradient(z0, t, (self.e_ref if tail else self.e_n).detach(), cams)
         losses = {"sds": sds_target_loss(z0, g)}
         logs["grad_norm"] = g.norm()
         if update_neg:
-            n = self.cfg.neg_views
             t2 = self.sample_t(0, 1)  # t' ~ U[t_min, t_max_start]
+            n = self.cfg.neg_views
             x0_w, x0_l = pair.pick(pair.x0, True)[:n], pair.pick(pair.x0, False)[:n]
-            losses["negative"] = self.negative_loss(x0_w, x0_l, t2, self.noise_like(x0_w), cams[:n])
+            losses["negative"] = self.negative_loss(x0_w, x0_l, t2, self.noise_like(x0_w), cams[:n],
+                                                    pair.informative[:n].float())
             logs.update(t_negative=float(t2), e_n_shift=(self.e_n.detach() - self.e_ref).square().mean().sqrt())
         return GuidanceOut(losses, logs)

@@ -100,7 +100,7 @@ def test_pair_gradient_matches_design_formula(prior):
     pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 400, views(2))
     a = prior.alphas_cumprod[400]
     k = (pair.gap / 0.05).clamp(0, 1)[:, None, None, None]
-    w, l = pair.win, 1 - pair.win
+    w, l = pair.win, pair.lose
     d_w = torch.stack([pair.eps_s[w[i], i] - pair.eps[w[i], i] for i in range(2)])
     d_l = torch.stack([pair.eps_s[l[i], i] - pair.eps[l[i], i] for i in range(2)])
     expected = (1 - a) * (d_w + 0.7 * k * (d_w - d_l))
@@ -112,7 +112,7 @@ def test_winner_and_loser_follow_the_reward(prior):
     wins = []
     for sign in (1.0, -1.0):
         reward = WarmReward(sign)
-        psd = PSDGuidance(GuidanceConfig(), prior, "a red cube", reward, seed=5)
+        psd = PSDGuidance(GuidanceConfig(rank_by="view"), prior, "a red cube", reward, seed=5)
         z0 = psd.latents(make_render(prior, batch=4)) if z0 is None else z0
         pair = psd.build_pair(z0, 600, views(4))
         assert torch.equal(pair.pick(pair.reward, True), pair.reward.max(0).values)
@@ -120,6 +120,93 @@ def test_winner_and_loser_follow_the_reward(prior):
         assert (pair.gap >= 0).all() and (pair.gap > 0).any()
         wins.append(pair.win)
     assert torch.equal(wins[0], 1 - wins[1])  # the same guesses, the opposite preference
+
+
+def test_best_against_worst_of_n_picks_the_extreme_rewards():
+    from psd_gs.guidance.psd import rank
+
+    reward = torch.tensor([[0.2, 0.9, 0.5], [0.7, 0.1, 0.5], [0.4, 0.3, 0.5], [0.1, 0.6, 0.5]])  # [N=4, B=3]
+    win, lose, gap = rank(reward, by_scene=False)
+    assert win.tolist() == [1, 0, 0] and lose.tolist() == [3, 1, 3]  # a tie: the first wins, the last loses
+    assert torch.allclose(gap, torch.tensor([0.6, 0.8, 0.0]))
+    win, lose, gap = rank(reward, by_scene=True)  # means over views: 0.533, 0.433, 0.4, 0.4
+    assert win.tolist() == [0, 0, 0] and lose.tolist() == [3, 3, 3]
+    assert torch.allclose(gap, torch.full((3,), (1.6 - 1.2) / 3))
+
+
+def test_n_candidates_in_one_prior_call_ranked_by_scene(prior, monkeypatch):
+    calls = []
+    original = prior.predict_noise
+    monkeypatch.setattr(prior, "predict_noise", lambda z, t, e, c: calls.append(z.shape[0]) or original(z, t, e, c))
+    psd = PSDGuidance(GuidanceConfig(n_candidates=5, neg_lr=0.0), prior, "a red cube", WarmReward(), seed=2)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=3)), 700, views(3))
+    assert calls == [2 * 5 * 3] and pair.x0.shape[:2] == (5, 3) and pair.reward.shape == (5, 3)
+    total = pair.reward.sum(1)  # one decision for the scene: the candidate whose views score best together
+    assert (pair.win == total.argmax()).all() and (pair.lose == total.argmin()).all()
+    assert torch.allclose(pair.gap, (total.max() - total.min()).expand(3) / 3)
+
+
+def test_an_uninformative_pair_gives_plain_sds_and_teaches_the_negative_nothing(prior):
+    """Below ``min_gap``, or (``gate_render``) when no guess beats the render itself: SDS on the first
+    candidate's noise, k = 0, and the DPO part of the negative's loss is 0."""
+    class LaterIsBetter(RewardModel):  # scores images by their place in the call: the render (last) wins
+        def score(self, images, prompts):
+            return torch.arange(images.shape[0], dtype=torch.float32)
+
+    def pair_of(reward=None, **kwargs):
+        psd = PSDGuidance(GuidanceConfig(lambda_p=3.0, tau=1e-6, neg_lr=0.0, gamma=0.0, **kwargs), prior,
+                          "a red cube", reward or WarmReward(), seed=0)
+        return psd, psd.build_pair(psd.latents(make_render(prior, batch=2, seed=3)), 600, views(2))
+
+    a = prior.alphas_cumprod[600]
+    psd, pair = pair_of(n_candidates=4)
+    assert pair.informative.all() and not torch.allclose(psd.pair_gradient(pair, 3.0),
+                                                         (1 - a) * (pair.eps_s[0] - pair.eps[0]))
+    assert pair_of(LaterIsBetter(), n_candidates=4)[1].informative.all()  # no gate: the gap alone decides
+    for kwargs in ({"min_gap": float(pair.gap.max()) + 1e-3}, {"gate_render": True, "reward": LaterIsBetter()}):
+        psd, pair = pair_of(n_candidates=4, **kwargs)
+        assert not pair.informative.any(), kwargs
+        assert torch.equal(psd.pair_gradient(pair, 3.0), (1 - a) * (pair.eps_s[0] - pair.eps[0]))
+        x0_w, x0_l = pair.pick(pair.x0, True), pair.pick(pair.x0, False)
+        loss = psd.negative_loss(x0_w, x0_l, 300, torch.randn(x0_w.shape), views(2), pair.informative.float())
+        assert float(loss.detach()) == 0.0
+
+
+def test_the_render_gate_compares_the_winner_with_the_render_in_one_reward_call(prior):
+    psd = PSDGuidance(GuidanceConfig(n_candidates=3, gate_render=True), prior, "a red cube", WarmReward(), seed=0)
+    z0 = psd.latents(make_render(prior, batch=2))
+    pair = psd.build_pair(z0, 900, views(2))
+    assert psd.reward.calls == [(3 * 2 + 2, False, False)]  # the guesses and the render, one call
+    own = WarmReward().score(prior.decode_latents(z0.detach()), ["a red cube"] * 2)
+    assert bool(pair.informative.all()) == bool(pair.pick(pair.reward, True).mean() > own.mean())
+
+
+def test_the_x0_pair_term_is_the_guesses_difference(prior):
+    for space in ("noise", "x0"):
+        psd = PSDGuidance(GuidanceConfig(lambda_p=2.0, tau=1e-6, pair_space=space), prior, "a red cube",
+                          WarmReward(), seed=0)
+        pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 900, views(2))
+        a = prior.alphas_cumprod[900]
+        k = psd.k(pair.gap)[:, None, None, None]
+        base = (1 - a) * pair.pick(pair.eps_s - pair.eps, True)
+        diff = pair.pick(pair.x0, False) - pair.pick(pair.x0, True)  # x0^l - x0^w
+        scale = 1.0 if space == "x0" else (a * (1 - a)).sqrt()  # noise: the bracket's vanishing factor
+        assert torch.allclose(psd.pair_gradient(pair, 2.0), base + 2.0 * k * scale * diff,
+                              atol=1e-4 * diff.abs().max().item()), space
+
+
+def test_the_sds_tail_is_plain_sds_against_the_reference_negative(prior):
+    cfg = GuidanceConfig(lambda_p=2.0, pair_window=(0.0, 0.8), neg_lr=1e-2, neg_every=1, sds_tail=0.5)
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=1)
+    sds = SDSGuidance(GuidanceConfig(method="sds"), prior, "a red cube", seed=1)
+    with torch.no_grad():
+        psd.e_n.add_(0.5 * torch.randn(psd.e_n.shape, generator=torch.Generator().manual_seed(0)))  # as if learned
+    render = make_render(prior)
+    g_psd, out = render_grad(psd, render, 60)  # inside the pair window, but past the tail's start
+    assert torch.equal(g_psd, render_grad(sds, render, 60)[0]) and "negative" not in out.losses
+    assert psd.reward.calls == []
+    events = PSDGuidance.events(cfg, 100)
+    assert max(events["pair"][1]) == 49 and max(events["negative"][1]) == 49
 
 
 def test_k_clamps():
