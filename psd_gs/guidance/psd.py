@@ -15,14 +15,15 @@ Per step, with the learnable negative embedding e_n (initialised to e_ref):
    for an informative pair: d >= ``min_gap`` and (``gate_render``) the winner's guess scores above
    the render itself, D(z0) (ranked by scene: their means over the views). An uninformative pair
    gives plain SDS on the first candidate (k = 0, no selection by the reward). The pair term
-   ``pair_space="noise"``: P = w(t) ((eps_s^w - eps^w) - (eps_s^l - eps^l)) = sqrt(a_t (1 - a_t)) (x0^l - x0^w)
+   ``pair_space="noise"``: P = w(t) ((eps_s^w - eps^w) - (eps_s^l - eps^l))
+                            = sqrt(a_t (1 - a_t)) (x0^l - x0^w);
    ``pair_space="x0"``:    P = x0^l - x0^w (the same direction, without the factor that vanishes at
-   high noise, where the candidates differ); no reward gradient ever touches the scene;
-5. every ``neg_every`` steps (before ``sds_tail``) the loss term "negative": the Diffusion-DPO loss of e_n on the winner's
-   and loser's guesses re-noised with one fresh noise at a fresh t' (see ``negative_loss``), on the
-   first ``neg_views`` views of the batch, counting only informative pairs (d >= ``min_gap``; with
-   none, only the gamma term acts). e_n is listed in ``param_groups`` (learning rate ``neg_lr``), and the loop's Adam steps it
-   after the backward.
+   high noise, where the candidates differ). No reward gradient ever touches the scene;
+5. every ``neg_every`` steps (before ``sds_tail``) the loss term "negative": the Diffusion-DPO loss of
+   e_n on the winner's and loser's guesses re-noised with one fresh noise at a fresh t' (see
+   ``negative_loss``), on the first ``neg_views`` views of the batch, counting only informative pairs
+   (with none, only the gamma term acts). e_n is listed in ``param_groups`` (learning rate
+   ``neg_lr``), and the loop's Adam steps it after the backward.
 
 From ``sds_tail`` (a fraction of the run) on, every step is plain SDS against e_ref: the choice is
 made, and the learned negative, which pushes the guided target away from what the reward dislikes,

@@ -209,6 +209,17 @@ def test_the_sds_tail_is_plain_sds_against_the_reference_negative(prior):
     assert max(events["pair"][1]) == 49 and max(events["negative"][1]) == 49
 
 
+def test_pair_steps_draw_t_from_high_noise_only(prior):
+    cfg = GuidanceConfig(pair_window=(0.0, 0.5), pair_t_min=0.6, neg_lr=0.0)
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    render = make_render(prior, batch=1)
+    T = prior.num_train_timesteps
+    inside = {step: render_grad(psd, render, step, 100)[1].logs["t"] for step in range(0, 50, 5)}
+    outside = [render_grad(psd, render, step, 100)[1].logs["t"] for step in range(50, 100, 5)]
+    assert min(inside.values()) >= 0.6 * T and min(outside) < 0.6 * T  # after the window: the whole range
+    assert all(t <= round(psd.t_max(step, 100) * T) for step, t in inside.items())
+
+
 def test_k_clamps():
     psd = PSDGuidance.__new__(PSDGuidance)
     psd.cfg = GuidanceConfig(tau=0.2)
