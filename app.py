@@ -302,10 +302,9 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             """The page updates that show a finished run (its files served from copies, never the run folder)."""
             rplot, lplot = plots.run_plots(ui.run_logs(folder), result_cfg.steps, plots.window_end_step(result_cfg))
             ply, video_file, *listed = serve.serve_copies(
-                [folder / n for n in ("scene.ply", "turntable.mp4", "scene.ply", "config.json", "metrics.json",
-                                      "logs.json")])
+                [folder / n for n in ("scene.ply", "turntable.mp4", "config.json", "metrics.json", "logs.json")])
             return {summary: ui.result_sentence(result_cfg, metrics), results: gr.Tabs(visible=True),
-                    model: ply, files: [f for f in listed if f], video: video_file,
+                    model: ply, files: [f for f in [ply, *listed] if f], video: video_file,
                     reward_plot: ui.image_html(rplot, "reward chart"), loss_plot: ui.image_html(lplot, "loss chart")}
 
         def tidy() -> None:
@@ -373,7 +372,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                 main_ply, sds_ply = serve.serve_copies([main.ply_path, other.ply_path])
                 update.update({compare_md: ui.compare_words(cfg.guidance.method, main.metrics, other.metrics),
                                model_main: main_ply, model_sds: sds_ply,
-                               compare_plot: ui.image_html(chart, "reward per view") if chart is not None else "",
+                               compare_plot: ui.image_html(chart, "reward per view", 640) if chart is not None else "",
                                summary: update[summary] + "  \n" + ui.result_sentence(passes[1][1], other.metrics,
                                                                                       "SDS, same seed")})
             update[history] = [r.row() for r in ui.past_runs(root, owner)]

@@ -78,16 +78,17 @@ def public_message(text: str, roots: Sequence[Path]) -> str:
 
 
 def serve_copies(paths: Sequence[Optional[Path]]) -> List[Optional[str]]:
-    """Copies of ``paths`` in a new random folder below ``SERVE_DIR`` (None stays None), for Gradio to
-    move into its cache: the runs folder itself is never served."""
+    """Copies of ``paths`` in a new random folder below ``SERVE_DIR`` (None or a missing file gives None),
+    for Gradio to move into its cache: the runs folder itself is never served. Each copy keeps its file
+    name (what a download is called) in a subfolder of its own, so two runs' scene.ply stay apart."""
     folder = SERVE_DIR / secrets.token_hex(16)
-    folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for path in paths:
+    for i, path in enumerate(paths):
         if path is None or not Path(path).exists():
             out.append(None)
             continue
-        target = folder / Path(path).name
+        target = folder / str(i) / Path(path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         out.append(str(target))
     return out

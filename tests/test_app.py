@@ -9,6 +9,7 @@ import urllib.request
 
 import gradio as gr
 import pytest
+import torch
 
 import app
 from psd_gs.ply import load_ply
@@ -152,7 +153,9 @@ def test_client_compare_runs_sds_beside_the_method(server):
     url, _ = server
     out = call(Client(url, verbose=False), compare=True)
     assert "PSD " in out[OUT["compare_md"]] and "SDS" in out[OUT["compare_md"]] and "over 8 views" in out[OUT["compare_md"]]
-    assert load_ply(out[OUT["model_sds"]]).means.shape == (3000, 3)
+    sds_scene, main_scene = load_ply(out[OUT["model_sds"]]), load_ply(out[OUT["model_main"]])
+    assert sds_scene.means.shape == (3000, 3)
+    assert not torch.equal(sds_scene.means, main_scene.means)  # each viewer shows its own object
     assert out[OUT["model_main"]] and out[OUT["compare_plot"]]
     assert "SDS, same seed: " in out[OUT["summary"]] and out[OUT["summary"]].count("over 8 views") == 2
 

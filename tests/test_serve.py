@@ -4,6 +4,7 @@ psd_gs/memory.py); the same checked through a real server in test_app.py."""
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +71,11 @@ def test_served_copies_live_outside_the_runs_folder_and_old_ones_are_pruned(tmp_
         (tmp_path / "serve" / f"new{i}").write_text("x")
     assert serve.prune(tmp_path / "serve", max_age_seconds=3600, max_entries=2) == 3  # 5 entries: 3 oldest go
     assert len(list((tmp_path / "serve").iterdir())) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "scene.ply").write_text("other ply")  # two runs' files of one name stay apart
+    first, second = serve.serve_copies([tmp_path / "scene.ply", tmp_path / "other" / "scene.ply"])
+    assert Path(first).name == Path(second).name == "scene.ply"
+    assert (open(first).read(), open(second).read()) == ("ply", "other ply")
 
 
 def test_the_memory_estimate_grows_with_the_run_and_names_what_fits(monkeypatch):
