@@ -67,6 +67,8 @@ LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "pr
 PAGE_BACKGROUND = (0.0, 0.0, 0.0, 0.0)  # the 3D viewers clear to transparent: the page shows through
 CSS = """
 #preview img { image-rendering: pixelated; }
+/* gr.HTML takes no min_width of its own: without this the live render shrinks beside the charts on a phone */
+#preview { min-width: min(260px, 100%) !important; flex: 1 1 0%; }
 #no-login { border: 2px solid #b91c1c; border-radius: 6px; padding: 4px 10px; }
 .psd-small { font-size: 13px; opacity: 0.85; }
 /* gsplat's viewer clears to transparent and paints its canvas' CSS background black: the page's instead */
