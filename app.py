@@ -58,8 +58,9 @@ SD_EXAMPLES = [["a corgi wearing a crown", "psd", "hpsv2", 0, True], ["a ceramic
 MAIN = ["prompt", "guidance.method", "reward", "seed"]
 SETTINGS = ["guidance.negative_prompt", "prior.name", "guidance.cfg_scale", "guidance.lambda_p", "guidance.neg_lr",
             "steps", "resolution"]
-ADVANCED = ["guidance.tau", "guidance.pair_window", "guidance.neg_every", "guidance.beta", "guidance.gamma",
-            "guidance.lambda_r", "guidance.t_min", "guidance.t_max_start", "guidance.t_max_end"]
+ADVANCED = ["guidance.n_candidates", "guidance.pair_t_min", "guidance.tau", "guidance.pair_window",
+            "guidance.neg_every", "guidance.beta", "guidance.gamma", "guidance.lambda_r", "guidance.t_min",
+            "guidance.t_max_start", "guidance.t_max_end"]
 LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "prior.name": "Prior",
           "guidance.method": "Method", "reward": "Reward model", "guidance.cfg_scale": "CFG scale",
           "guidance.lambda_p": "Preference weight", "guidance.neg_lr": "Negative-embedding learning rate",

@@ -19,7 +19,8 @@ from tests.app_server import start_app
 SETTINGS = {"prompt": "a cube", "guidance.negative_prompt": "", "prior.name": "shapes", "guidance.method": "psd",
             "reward": "shapes-warm",
             "guidance.cfg_scale": 1.5, "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05, "steps": 20, "seed": 0,
-            "resolution": "32", "guidance.tau": 0.3, "guidance.pair_window": "[0.0, 0.4]", "guidance.neg_every": 4,
+            "resolution": "32", "guidance.n_candidates": 8, "guidance.pair_t_min": 0.6, "guidance.tau": 0.3,
+            "guidance.pair_window": "[0.0, 0.4]", "guidance.neg_every": 4,
             "guidance.beta": 10.0, "guidance.gamma": 0.001, "guidance.lambda_r": 1000.0, "guidance.t_min": 0.02,
             "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.5}
 

@@ -87,12 +87,12 @@ def memory(cfg, with_weights: bool = True) -> dict[str, int]:
     """SD's share of a run's GPU memory, on paper (README, "VRAM"): fp16 weights (UNet 866M, VAE 84M, text
     encoder 340M parameters: 2.6 GB), the VAE encoder's activations kept for the backward (about 1.25 GB
     per 512 px view, growing with the pixels), the UNet's forward without grad (about 0.2 GB per sample at
-    a 64x64 latent; PSD: 2 noises x 2 embeddings per view) and PSD's update of its learned negative (a
+    a 64x64 latent; PSD: N noises x 2 embeddings per view) and PSD's update of its learned negative (a
     UNet backward to the embedding, about 5 GB per sample)."""
     g, views = cfg.guidance, cfg.camera.batch
     scale = (max(res for _, res in cfg.camera.resolution) / 512.0) ** 2
     latent = (prior_options(cfg.prior).resolution or 512) / 512.0
-    samples = views * (4 if g.method == "psd" else 2)
+    samples = views * 2 * (g.n_candidates if g.method == "psd" else 1)
     parts = {"SD activations (VAE encoder)": int(1.25 * 2 ** 30 * views * scale),
              "SD activations (UNet)": int(0.2 * 2 ** 30 * samples * latent ** 2)}
     if g.method == "psd" and g.neg_lr > 0:
