@@ -10,8 +10,9 @@ on 8 orbit views off the training grid (the report ``generate`` writes into metr
 ``psd_gs.evaluate.shapes_report``): mean reward over the views, fidelity (PSNR to the nearest object
 the prompt allows), and hit (that nearest object formed and is the one the reward prefers among those
 the prompt allows). Methods (``METHODS``): sds, the preset's psd, one ablation per part of PSD, and
-reward_grad, the hacking baseline. ``--set`` applies overrides to every PSD variant (not to sds or
-reward_grad).
+reward_grad, the hacking baseline; sds_preferred (SDS with the prompt naming the preferred object, e.g.
+"a red cube" for "a cube") is no method but the fidelity that object allows. ``--set`` applies
+overrides to every PSD variant (not to sds or reward_grad).
 
 Per method: mean reward and its standard deviation over runs, mean and lowest PSNR, hits, s/step.
 The pair diagnostic (PSD variants): at each pair step, whether the candidates' one-step guesses name
@@ -47,6 +48,8 @@ METHODS: Dict[str, dict] = {
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
                  "guidance.lambda_p": 4.0},
     "reward_grad": {"guidance.method": "reward_grad"},
+    # a fidelity reference, not a method: SDS told the preferred object by name ("a red cube" for "a cube")
+    "sds_preferred": {"guidance.method": "sds"},
 }
 T_BINS = (0, 200, 400, 600, 800, 1000)
 
@@ -78,12 +81,25 @@ def record_pairs(prompt: str, log: List[dict]) -> None:
     PSDGuidance.build_pair = build_pair
 
 
+def preferred_prompt(prompt: str, reward: str) -> str:
+    """"a <object>" for the object among those ``prompt`` allows that ``reward`` prefers (the evaluation's
+    own judgement, on a reference object's report)."""
+    from psd_gs.evaluate import eval_cameras, shapes_report
+    from psd_gs.priors.shapes_world import ShapesWorld
+    from psd_gs.rewards import load_reward
+
+    world = ShapesWorld()
+    report = shapes_report(world.build(world.select(prompt)[0]), prompt, load_reward(reward), eval_cameras(8, 64))
+    return f"a {report['preferred']}"
+
+
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
             threads: int) -> dict:
     from psd_gs.generate import run
 
     torch.set_num_threads(threads)
-    cfg = preset("shapes", prompt=prompt, seed=seed, steps=steps, reward=reward, out_dir=out_dir,
+    asked = preferred_prompt(prompt, reward) if method == "sds_preferred" else prompt
+    cfg = preset("shapes", prompt=asked, seed=seed, steps=steps, reward=reward, out_dir=out_dir,
                  preview_every=0, turntable_views=4)
     apply_overrides(cfg, METHODS[method])
     if method.startswith("psd"):
@@ -144,7 +160,7 @@ def main(argv=None) -> None:
     p.add_argument("--prompts", default="a cube,a sphere,a torus", help="comma-separated; each must allow several objects")
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--methods", default=",".join(METHODS),
+    p.add_argument("--methods", default=",".join(m for m in METHODS if m != "sds_preferred"),
                    help=f"comma-separated from {list(METHODS)}")
     p.add_argument("--reward", default="shapes-warm", help="shapes-warm or shapes-cool")
     p.add_argument("--steps", type=int, default=400)
