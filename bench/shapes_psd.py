@@ -37,13 +37,14 @@ import torch
 from psd_gs.config import apply_overrides, preset
 
 # name -> guidance overrides on the shapes preset. "psd" is the preset's PSD; each ablation turns one part
-# of it off; "psd_prev" is PSD as it was before issue 13 (two candidates, t from the whole range, lambda_p 4).
+# of it off (psd_n8 adds candidates); "psd_prev" is PSD as it was before issue 13 (t from the whole range,
+# lambda_p 4).
 METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
     "psd_no_pair": {"guidance.method": "psd", "guidance.lambda_p": 0.0},
     "psd_no_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.0},
-    "psd_n2": {"guidance.method": "psd", "guidance.n_candidates": 2},
+    "psd_n8": {"guidance.method": "psd", "guidance.n_candidates": 8},
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
                  "guidance.lambda_p": 4.0},
