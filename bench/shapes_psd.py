@@ -37,17 +37,17 @@ import torch
 from psd_gs.config import apply_overrides, preset
 
 # name -> guidance overrides on the shapes preset. "psd" is the preset's PSD; each ablation turns one part
-# of it off (psd_n8 adds candidates); "psd_prev" is PSD as it was before issue 13 (t from the whole range,
-# lambda_p 4).
+# of it off (psd_n8 adds candidates, psd_with_neg the learned negative); "psd_prev" is PSD as it was before
+# issue 13 (t from the whole range, lambda_p 4, the learned negative on).
 METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
     "psd_no_pair": {"guidance.method": "psd", "guidance.lambda_p": 0.0},
-    "psd_no_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.0},
+    "psd_with_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.05},  # the learned negative, off in the preset
     "psd_n8": {"guidance.method": "psd", "guidance.n_candidates": 8},
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
-                 "guidance.lambda_p": 4.0},
+                 "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05},
     "reward_grad": {"guidance.method": "reward_grad"},
     # a fidelity reference, not a method: SDS told the preferred object by name ("a red cube" for "a cube")
     "sds_preferred": {"guidance.method": "sds"},

@@ -27,7 +27,7 @@ def small(tmp_path, **overrides):
     cfg.camera.resolution = ((0.0, 32),)
     cfg.scene.n_init = 300
     cfg.guidance.method = "psd"
-    cfg.guidance.neg_every = 4
+    cfg.guidance.neg_lr, cfg.guidance.neg_every = 0.05, 4  # the learned negative on (off in the preset)
     for key, value in overrides.items():
         obj, name = (cfg, key) if "." not in key else (getattr(cfg, key.split(".")[0]), key.split(".")[1])
         setattr(obj, name, value)
