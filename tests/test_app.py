@@ -80,6 +80,27 @@ def test_an_error_pop_up_shows_user_text_as_text(monkeypatch, tmp_path):
     assert "<img" not in status and "&lt;img" in status
 
 
+def test_an_os_error_during_a_run_is_a_message_not_a_crash(monkeypatch, tmp_path):
+    """A folder that turns unwritable mid-run (a root-owned bind mount in Docker): the page says so and
+    Generate comes back; nothing escapes the handler."""
+    shown = []
+    monkeypatch.setattr(app.gr, "Warning", lambda message, *args, **kwargs: shown.append(message))
+    monkeypatch.setattr(app.ModelCache, "for_run", lambda self, cfg: (None, object()))
+
+    def failing(cfg, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+        yield
+
+    monkeypatch.setattr(app, "generate", failing)
+    demo = app.build_demo("shapes", "test", runs_root=str(tmp_path / "runs"))
+    run = next(f.fn for f in demo.fns.values() if f.name == "run")
+    values = {app.api_name(k): v for k, v in SETTINGS.items()}
+    updates = list(run({}, "token", False, *[values[n] for n in list(app.inspect.signature(run).parameters)[3:-1]]))
+    assert shown == ["Permission denied"]
+    last = {getattr(k, "elem_id", None): v for k, v in updates[-1].items()}
+    assert "Error: Permission denied" in last["status"] and last["generate"]["interactive"] is True
+
+
 def test_choose_world_without_cuda_is_shapes(monkeypatch):
     monkeypatch.delenv("PSD_GS_PRESET", raising=False)
     world, why = app.choose_world()
