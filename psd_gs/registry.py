@@ -109,8 +109,8 @@ REWARDS: Dict[str, RewardEntry] = {
 
 METHODS: Dict[str, MethodEntry] = {
     "psd": MethodEntry("psd_gs.guidance.psd:PSDGuidance", True, "PSD (preference score distillation)",
-                       "pulls toward the reward's preferred denoised guess, learns a negative prompt; no reward "
-                       "gradient"),
+                       "pulls toward the best of the prior's denoised guesses by the reward (and can learn a "
+                       "negative prompt); no reward gradient"),
     "sds": MethodEntry("psd_gs.guidance.sds:SDSGuidance", False, "SDS",
                        "plain score distillation, the base of every method"),
     "reward_grad": MethodEntry("psd_gs.guidance.reward_grad:RewardGradGuidance", True, "Reward gradient (baseline)",
