@@ -122,7 +122,7 @@ def check_fits(cfg: RunConfig, budget: int, with_weights: bool = True, resolutio
     now = in_use(device)
     if now + est.total <= budget:
         return est
-    fits = [r for r in resolutions if now + run_estimate(_at(cfg, r), with_weights).total <= budget]
+    fits = fitting_resolutions(cfg, budget, resolutions, with_weights)
     hint = (f"{', '.join(f'{r} px' for r in fits)} would fit" if fits else
             "lower camera.batch or scene.max_gaussians, or raise --max-memory-gb")
     raise ValueError(f"camera.resolution: this run needs about {(now + est.total) / GB:.1f} GB ({now / GB:.2f} GB in use "

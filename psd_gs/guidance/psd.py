@@ -167,13 +167,13 @@ class PSDGuidance(Guidance):
     def pair_gradient(self, pair: Pair, lam: float) -> torch.Tensor:
         """Step 4: g [B, C, h, w] on z0."""
         a = self.alpha(pair.t)
-        d = pair.pick(pair.eps_s - pair.eps, True)  # eps_s^w - eps^w
+        residual = pair.eps_s - pair.eps  # [N, B, C, h, w]: eps_s^i - eps^i
         if self.cfg.pair_space == "x0":
             term = pair.pick(pair.x0, False) - pair.pick(pair.x0, True)
         else:
-            term = (1 - a) * (d - pair.pick(pair.eps_s - pair.eps, False))
-        k = (self.k(pair.gap) * pair.informative).view(-1, *[1] * (d.dim() - 1))
-        return (1 - a) * take(pair.eps_s - pair.eps, pair.base) + lam * k * term
+            term = (1 - a) * (pair.pick(residual, True) - pair.pick(residual, False))
+        k = (self.k(pair.gap) * pair.informative).view(-1, *[1] * (term.dim() - 1))
+        return (1 - a) * take(residual, pair.base) + lam * k * term
 
     # ---- the adaptive negative ----------------------------------------------------------------
 
