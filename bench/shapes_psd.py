@@ -38,7 +38,8 @@ from psd_gs.config import apply_overrides, preset
 
 # name -> guidance overrides on the shapes preset. "psd" is the preset's PSD; each ablation turns one part
 # of it off (psd_n8 adds candidates, psd_with_neg the learned negative); "psd_prev" is PSD as it was before
-# issue 13 (t from the whole range, lambda_p 4, the learned negative on).
+# issue 13 (t from the whole range, lambda_p 4, the learned negative on); the *_no_floor rows let colour
+# channels die at the renderer's clamp (scene.color_floor off), as every run did before issue 13.
 METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
@@ -48,6 +49,8 @@ METHODS: Dict[str, dict] = {
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
                  "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05},
+    "psd_no_floor": {"guidance.method": "psd", "scene.color_floor": False},  # colours may die at the clamp
+    "sds_no_floor": {"guidance.method": "sds", "scene.color_floor": False},
     "reward_grad": {"guidance.method": "reward_grad"},
     # a fidelity reference, not a method: SDS told the preferred object by name ("a red cube" for "a cube")
     "sds_preferred": {"guidance.method": "sds"},

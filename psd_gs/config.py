@@ -120,6 +120,8 @@ class SceneConfig:
     lr_opacities: float = knob(5e-2, "Adam learning rate of the opacity logits", minimum=0.0)
     lr_sh0: float = knob(1e-2, "Adam learning rate of the base colour", minimum=0.0)
     lr_shN: float = knob(5e-4, "Adam learning rate of the higher SH bands", minimum=0.0)
+    color_floor: bool = knob(True, "after every step, project the base colour onto >= 0: the renderer clamps "
+                             "colours at 0 (as gsplat), and a channel pushed below it gets no gradient again")
     densify: bool = knob(True, "grow and prune Gaussians with gsplat's DefaultStrategy")
     densify_from: float = knob(0.1, "densification starts at this fraction of the run", minimum=0.0, maximum=1.0)
     densify_until: float = knob(0.7, "... and stops at this fraction", minimum=0.0, maximum=1.0)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 SH_C0 = 0.28209479177387814  # Y_0^0, used to convert between rgb and sh0
+COLOR_FLOOR = 1e-3  # GaussianScene.floor_colors_: the lowest base colour a step leaves (0.26 of one 8-bit level)
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 
@@ -178,6 +179,20 @@ class GaussianScene:
     def sh(self) -> torch.Tensor:
         """All SH coefficients, [N, (sh_degree + 1)^2, 3]."""
         return torch.cat([self.sh0, self.shN], dim=1)
+
+    def floor_colors_(self) -> None:
+        """Project the base colour in place onto C0 sh0 + 0.5 >= COLOR_FLOOR per channel (no autograd).
+
+        Both rasterisers colour a Gaussian by clamp_min(SH(dir) + 0.5, 0), as gsplat does, so a channel
+        that an optimiser step pushes below 0 renders 0 and receives a zero gradient from then on: it can
+        never come back, however far its object's colour is from 0 (measured: in the shapes world, red
+        and yellow objects, channels 0.1-0.15, ended with 16-100% of their opacity in such Gaussians).
+        Projecting after the step keeps every channel trainable. Exact for sh_degree 0; with higher
+        bands it floors the colour averaged over directions, and a view can still clamp. The floor is
+        1e-3 rather than 0, since sh0 = -0.5 / C0 rounds to a colour just below 0 in float32.
+        """
+        with torch.no_grad():
+            self.params["sh0"].clamp_(min=(COLOR_FLOOR - 0.5) / SH_C0)
 
     # ---- bookkeeping --------------------------------------------------------------------------
 

@@ -356,6 +356,8 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
                 for opt in all_optimizers:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
+                if cfg.scene.color_floor:
+                    scene.floor_colors_()
                 strategy.step_post_backward(scene.params, optimizers, strategy_state, step, render.info, packed=False)
                 if len(scene) > cfg.scene.max_gaussians:
                     strategy.refine_stop_iter = step  # no more growth

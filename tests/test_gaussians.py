@@ -79,3 +79,27 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_wrong_shapes_are_named():
     with pytest.raises(ValueError, match="sh0"):
         GaussianScene(torch.zeros(3, 3), torch.zeros(3, 4), torch.zeros(3, 3), torch.zeros(3), torch.zeros(3, 3))
+
+
+def test_a_colour_below_zero_gets_no_gradient_until_floored():
+    """The renderer clamps colours at 0 (as gsplat): a channel pushed below 0 is dead; floor_colors_
+    lifts it to COLOR_FLOOR, where a loss that wants it brighter moves it again."""
+    from psd_gs.cameras import turntable
+    from psd_gs.gaussians import COLOR_FLOOR
+    from psd_gs.render import rasterize
+
+    scene = GaussianScene(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0, 0, 0]]),
+                          log_scales=torch.full((1, 3), math.log(0.3)), opacity_logits=torch.full((1,), 3.0),
+                          sh0=rgb_to_sh0(torch.tensor([[[0.5, -0.2, 0.5]]])), shN=torch.zeros(1, 0, 3))
+    cams = turntable(1, 16, 16, elevation=0.0, radius=2.0)
+
+    def grad():
+        scene.params["sh0"].grad = None
+        rasterize(scene, cams, 0.0).rgb[..., :2].sum().neg().backward()  # wants more red and green
+        return scene.params["sh0"].grad[0, 0]
+
+    assert grad()[1] == 0 and grad()[0] < 0  # green is dead, red is alive
+    scene.floor_colors_()
+    rgb = sh0_to_rgb(scene.sh0.detach())[0, 0]
+    assert rgb[1] == pytest.approx(COLOR_FLOOR, abs=1e-6) and rgb[0] == pytest.approx(0.5, abs=1e-6)  # only below the floor moves
+    assert grad()[1] < 0  # green alive: a descent step raises it

@@ -103,6 +103,22 @@ def test_resume_continues_exactly(tmp_path, one_thread):
     assert same_scene(resumed.scene, straight)
 
 
+def test_colour_floor_runs_after_every_step_unless_turned_off(tmp_path, monkeypatch):
+    """scene.color_floor (on in every preset) projects the colours after each optimiser step (what the
+    projection does: tests/test_gaussians.py); off, never."""
+    from psd_gs.gaussians import GaussianScene
+
+    calls = []
+    original = GaussianScene.floor_colors_
+    monkeypatch.setattr(GaussianScene, "floor_colors_", lambda self: calls.append(len(self)) or original(self))
+    run(small(tmp_path, steps=4))
+    assert calls == [300] * 4
+    calls.clear()
+    run(small(tmp_path, steps=4, **{"scene.color_floor": False}))
+    assert calls == []
+    assert all(PRESETS[name]().scene.color_floor for name in PRESETS)
+
+
 def test_cancel_keeps_what_exists(tmp_path):
     cancel = CancelToken()
     steps = []
