@@ -9,7 +9,7 @@ own runs; old run folders are removed after ``--max-age-hours``.
 
 The page, top to bottom: a one-line header with the world; the prompt with Generate and Stop, the method,
 the reward and the examples beside the live render and the two plots (all on one screen at 1400x900);
-then the result in tabs (splat, turntable, comparison, downloads), shown once there is one. Progress
+then the result in tabs (splat, mesh, turntable, comparison, downloads), shown once there is one. Progress
 shows only in the status line with its bar: no overlay covers the live render or the plots.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--runs runs/app] [--max-age-hours 24]
@@ -253,6 +253,9 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             with gr.Tab("Splat", id="splat"):
                 model = gr.Model3D(label="Splat (.ply): drag to turn", elem_id="model3d", height=360,
                                    clear_color=PAGE_BACKGROUND, elem_classes="psd-viewer")
+            with gr.Tab("Mesh", id="mesh"):
+                mesh_view = gr.Model3D(label="Mesh (.glb, vertex colours): drag to turn", elem_id="mesh3d",
+                                       height=360, clear_color=PAGE_BACKGROUND, elem_classes="psd-viewer")
             with gr.Tab("Turntable", id="turntable"):
                 video = gr.Video(label="Turntable", elem_id="turntable", height=base.turntable_resolution + 40,
                                  width=base.turntable_resolution, autoplay=True, loop=True, interactive=False)
@@ -266,7 +269,8 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                                            elem_classes="psd-viewer", elem_id="compare-sds")
                 compare_plot = gr.HTML("", label="Reward per orbit view", elem_id="compare-plot")
             with gr.Tab("Downloads", id="downloads"):
-                files = gr.File(label=".ply, config, metrics, logs", file_count="multiple", interactive=False)
+                files = gr.File(label="splat .ply, mesh .glb, config, metrics, logs", file_count="multiple",
+                                interactive=False)
         examples = SHAPES_EXAMPLES if world == "shapes" else SD_EXAMPLES
         gr.Examples(examples, inputs=[controls["prompt"], controls["guidance.method"], controls["reward"],
                                       controls["seed"], compare],
@@ -281,7 +285,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                            allow_preview=False, elem_id="world-objects")
 
         paths = list(controls)
-        run_outputs = [status_box, preview, reward_plot, loss_plot, summary, results, model, video, files,
+        run_outputs = [status_box, preview, reward_plot, loss_plot, summary, results, model, mesh_view, video, files,
                        compare_md, model_main, model_sds, compare_plot, history, go]
 
         def owner_of(token: str, request: gr.Request) -> str:
@@ -304,10 +308,11 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
         def show(result_cfg: RunConfig, metrics: Dict[str, object], folder: Path) -> Dict:
             """The page updates that show a finished run (its files served from copies, never the run folder)."""
             rplot, lplot = plots.run_plots(ui.run_logs(folder), result_cfg.steps, plots.window_end_step(result_cfg))
-            ply, video_file, *listed = serve.serve_copies(
-                [folder / n for n in ("scene.ply", "turntable.mp4", "config.json", "metrics.json", "logs.json")])
+            ply, glb, video_file, *listed = serve.serve_copies(
+                [folder / n for n in ("scene.ply", "mesh.glb", "turntable.mp4", "config.json", "metrics.json",
+                                      "logs.json")])
             return {summary: ui.result_sentence(result_cfg, metrics), results: gr.Tabs(visible=True),
-                    model: ply, files: [f for f in [ply, *listed] if f], video: video_file,
+                    model: ply, mesh_view: glb, files: [f for f in [ply, glb, *listed] if f], video: video_file,
                     reward_plot: ui.image_html(rplot, "reward chart"), loss_plot: ui.image_html(lplot, "loss chart")}
 
         def tidy() -> None:

@@ -41,6 +41,7 @@ EXAMPLES = """\
 examples:
   python -m psd_gs generate "a red cube" --preset shapes --method psd --out runs/
   python -m psd_gs evaluate runs/<run folder>            # scores + shapes report, writes evaluation.json
+  python -m psd_gs export-mesh runs/<run folder> --format obj   # the splat's surface as mesh.obj
   python -m psd_gs generate "a corgi wearing a crown" --preset sd --steps 1000   # GPU and SD weights
   python -m psd_gs bench step_cost
 """
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
     _add_evaluate(sub)
+    _add_export_mesh(sub)
     _add_bench(sub)
     _add_fetch_weights(sub)
     _add_doctor(sub)
@@ -195,6 +197,28 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", metavar="DIR",
                    help="folder for evaluation.json and views.png (default: the run folder, or the .ply's folder)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_export_mesh(sub) -> None:
+    p = sub.add_parser(
+        "export-mesh", formatter_class=_Formatter, epilog=EXAMPLES,
+        help="the surface of a run's splat (or any 3DGS .ply) as a coloured mesh: mesh.glb, .obj or .ply",
+        description=_para("Extract the Gaussians' opacity field on a grid, its iso-surface by marching cubes, drop "
+                          "small pieces, decimate to --max-faces and colour the vertices from the splat "
+                          "(psd_gs.mesh, docs/design.md). Every run already writes mesh.glb at its config's "
+                          "mesh_resolution; this remakes it with other settings or for a .ply from elsewhere."))
+    p.add_argument("target", metavar="RUN_OR_PLY", help="a run folder (its scene.ply) or a .ply file")
+    p.add_argument("--resolution", type=int, default=128, metavar="N",
+                   help="voxels along the grid's side, 16..256 (default: 128)")
+    p.add_argument("--format", choices=("glb", "obj", "ply"), default="glb",
+                   help="glb for web viewers and engines, obj for DCC tools, ply (default: glb)")
+    p.add_argument("--level", type=float, default=None, metavar="X",
+                   help="iso-level of the opacity field, > 0 (default: 1.0, lowered where the splat's shell is "
+                        "thinner; see docs/design.md)")
+    p.add_argument("--max-faces", type=int, default=50_000, metavar="N",
+                   help="decimate above this many faces; 0 never (default: 50000)")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: mesh.FORMAT beside the .ply)")
+    p.set_defaults(func=cmd_export_mesh)
 
 
 def _add_bench(sub) -> None:
@@ -549,6 +573,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for k, v in items))
     print(f"wrote {out_dir / 'evaluation.json'} and {out_dir / 'views.png'}")
     return EXIT_OK
+
+
+def cmd_export_mesh(args: argparse.Namespace) -> int:
+    # 1. Check inputs
+    ply, _ = _resolve_target(args.target) if Path(args.target).is_file() else (_run_ply(args.target), None)
+    if not 16 <= args.resolution <= 256:
+        raise CLIError(f"--resolution {args.resolution}: must be between 16 and 256")
+    if args.level is not None and not args.level > 0:
+        raise CLIError(f"--level {args.level}: must be > 0")
+    if args.max_faces < 0:
+        raise CLIError(f"--max-faces {args.max_faces}: must be >= 0 (0: no decimation)")
+    out = Path(args.out) if args.out else ply.parent / f"mesh.{args.format}"
+    if out.suffix.lstrip(".").lower() != args.format:
+        raise CLIError(f"--out {out} does not end in .{args.format} (--format {args.format})")
+
+    # 2. Load, extract, write
+    from .mesh import LEVEL, extract_mesh, write_mesh
+    from .ply import load_ply
+
+    scene = load_ply(ply)  # ValueError naming the file for a malformed .ply
+    result = extract_mesh(scene, resolution=args.resolution, level=args.level or LEVEL, max_faces=args.max_faces)
+    write_mesh(result, out)
+    st = result.stats
+    print(f"{ply}: {len(scene)} Gaussians -> {st['vertices']} vertices, {st['faces']} faces, "
+          f"{'watertight' if st['watertight'] else 'not watertight'}, Euler characteristic {st['euler']}, "
+          f"level {result.level:.3f}, {result.pieces_dropped} small pieces dropped, {result.seconds:.1f} s")
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _run_ply(target: str) -> Path:
+    """scene.ply of a run folder, or CLIError saying what is missing."""
+    path = Path(target)
+    if not path.is_dir():
+        raise CLIError(f"{path} does not exist; pass a run folder or a .ply file")
+    if not (path / "scene.ply").is_file():
+        raise CLIError(f"{path} has no scene.ply, so there is no splat to mesh; pass a run folder written by "
+                       "generate (a run still going writes scene.ply at its end) or a .ply file")
+    return path / "scene.ply"
 
 
 # ---- bench ------------------------------------------------------------------------------------

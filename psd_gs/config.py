@@ -178,6 +178,9 @@ class RunConfig:
     turntable_views: int = knob(24, "frames of turntable.mp4", minimum=1, maximum=720)
     turntable_resolution: int = knob(256, "turntable.mp4 frame size in pixels (the app shows it at this size)",
                                      minimum=32, maximum=1024)
+    mesh: bool = knob(True, "also write mesh.glb: the splat's surface as a coloured mesh (psd_gs.mesh)")
+    mesh_resolution: int = knob(128, "grid voxels along the mesh's bounding cube (time and memory grow with its cube)",
+                                minimum=16, maximum=256)
     prior: PriorConfig = knob(factory=PriorConfig, help="the diffusion prior")
     scene: SceneConfig = knob(factory=SceneConfig, help="the Gaussians")
     camera: CameraConfig = knob(factory=CameraConfig, help="the training cameras")
@@ -419,7 +422,8 @@ def check_fields(obj: Any, prefix: str = "") -> None:
 def _shapes() -> RunConfig:
     # Measured (bench/RESULTS.md): densification and CFG above ~2 both cost fidelity in this world.
     # The turntable at 160 px: on a CPU, 24 views at 256 px took 14 s, more than the 400 steps themselves.
-    return RunConfig(steps=400, reward="shapes-warm", turntable_resolution=160,
+    # The mesh at 64^3: 0.5 s on a CPU for the world's objects, against 4-10 s at 128^3 (bench/RESULTS.md).
+    return RunConfig(steps=400, reward="shapes-warm", turntable_resolution=160, mesh_resolution=64,
                      prior=PriorConfig("shapes", options={"data_std": 0.1, "pose_grid": (5, 24)}),
                      scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),

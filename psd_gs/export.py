@@ -1,8 +1,9 @@
-"""What a run hands back: scene.ply, metrics.json and turntable.mp4 in its folder, and preview images.
+"""What a run hands back: scene.ply, metrics.json, turntable.mp4 and mesh.glb in its folder, and previews.
 
 ``write_outputs`` writes them in the order that keeps the most when something fails: the scene first
 (atomic .ply), then metrics.json, then the turntable video. A turntable that fails (out of memory,
-no ffmpeg) is recorded in metrics.json as ``turntable_error`` and never loses the scene or metrics.
+no ffmpeg) is recorded in metrics.json as ``turntable_error`` and never loses the scene or metrics;
+the mesh comes last, and a mesh that fails (an empty scene) is ``mesh_error`` there.
 The turntable is rendered a few views at a time (``render.view_chunks``), so its memory does not grow
 with its frame count or size, and written under a temporary name first.
 """
@@ -88,4 +89,24 @@ def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
         metrics["turntable_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         write_json(metrics_path, metrics)
         video = None
-    return {"ply": ply, "metrics": metrics_path, "turntable": video}
+    mesh = save_mesh(scene, cfg, out_dir, metrics, metrics_path) if cfg.mesh else None
+    return {"ply": ply, "metrics": metrics_path, "turntable": video, "mesh": mesh}
+
+
+def save_mesh(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: Dict[str, object],
+              metrics_path: Path) -> Optional[Path]:
+    """mesh.glb (``psd_gs.mesh``) at ``cfg.mesh_resolution``; its numbers go into metrics.json as "mesh",
+    or why it failed as "mesh_error" (an empty or transparent scene, out of memory); None then."""
+    from .mesh import MeshError, extract_mesh, write_mesh
+
+    try:
+        result = extract_mesh(scene, resolution=cfg.mesh_resolution)
+        path: Optional[Path] = write_mesh(result, out_dir / "mesh.glb")
+        metrics["mesh"] = result.stats | {"level": result.level, "resolution": result.resolution,
+                                          "pieces_dropped": result.pieces_dropped, "seconds": result.seconds}
+    except (MeshError, torch.OutOfMemoryError, MemoryError, RuntimeError, OSError) as err:
+        (out_dir / "mesh.glb").unlink(missing_ok=True)
+        metrics["mesh_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        path = None
+    write_json(metrics_path, metrics)
+    return path

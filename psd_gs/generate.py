@@ -101,6 +101,7 @@ class Result:
     turntable_path: Optional[Path] = None
     config_path: Optional[Path] = None
     metrics_path: Optional[Path] = None
+    mesh_path: Optional[Path] = None
     extra: Dict[str, object] = field(default_factory=dict)
 
 
@@ -428,7 +429,7 @@ def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,
     paths = write_outputs(scene, cfg, out_dir, metrics)
     mark_complete(out_dir)
     return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
-                  paths["metrics"])
+                  paths["metrics"], paths["mesh"])
 
 
 def run(cfg: RunConfig, **kwargs) -> Result:

@@ -70,8 +70,9 @@ def test_events_and_outputs(tmp_path):
     assert progress[4].logs == {k: v for k, v in history[4].items() if k != "step"} and progress[3].logs == {}
     out = result.out_dir
     assert out.parent == tmp_path / "runs" and "a-cube-psd-seed3" in out.name
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "logs.json", "metrics.json", "scene.ply",
-                                                     "turntable.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "logs.json", "mesh.glb", "metrics.json",
+                                                     "scene.ply", "turntable.mp4"]
+    assert result.mesh_path == out / "mesh.glb" and json.loads((out / "metrics.json").read_text())["mesh"]["faces"] > 0
     assert [h["step"] for h in json.loads((out / "logs.json").read_text())] == list(range(1, 17))
     assert json.loads((out / "config.json").read_text())["prompt"] == "a cube"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -117,6 +118,23 @@ def test_colour_floor_runs_after_every_step_unless_turned_off(tmp_path, monkeypa
     run(small(tmp_path, steps=4, **{"scene.color_floor": False}))
     assert calls == []
     assert all(PRESETS[name]().scene.color_floor for name in PRESETS)
+
+
+def test_the_mesh_can_be_turned_off_and_a_failed_one_loses_nothing(tmp_path, monkeypatch):
+    import psd_gs.mesh as mesh
+
+    off = run(small(tmp_path, steps=2, mesh=False))
+    assert off.mesh_path is None and not (off.out_dir / "mesh.glb").exists() and "mesh" not in off.metrics
+
+    def transparent(*args, **kwargs):
+        raise mesh.MeshError("no Gaussian has opacity >= 0.05: the scene is empty or transparent")
+
+    monkeypatch.setattr(mesh, "extract_mesh", transparent)
+    failed = run(small(tmp_path, steps=2))
+    saved = json.loads((failed.out_dir / "metrics.json").read_text())
+    assert failed.mesh_path is None and saved["mesh_error"].startswith("MeshError: no Gaussian")
+    assert failed.ply_path.is_file() and (failed.out_dir / "turntable.mp4").is_file()
+    assert not (failed.out_dir / "mesh.glb").exists() and not (failed.out_dir / runs.INCOMPLETE).exists()
 
 
 def test_cancel_keeps_what_exists(tmp_path):
