@@ -45,6 +45,7 @@ from .render.projection import quat_to_rotmat
 
 LEVEL = 1.0  # iso-level of the opacity field (DreamGaussian's density_thresh; see the module docstring)
 RIM_FRACTION = 0.9  # fill_cavities: the level drops to this share of the shell's lowest rim if that is lower
+SHELL_SHARE = 0.1  # ... when the cavity is this share of the object or more (a shell's inside, not a pocket)
 MIN_OPACITY = 0.05  # Gaussians below this opacity neither set the bounds nor enter the field
 MAX_BOX = 32  # a Gaussian's 3-sigma box is cut at this many voxels from its centre (huge ones are haze)
 CHUNK = 1 << 20  # (Gaussian, voxel) pairs evaluated at once: bounds the field's extra memory (~70 MB)
@@ -164,9 +165,11 @@ def fill_cavities(f: np.ndarray, level: float) -> Tuple[np.ndarray, float]:
     outside. Grayscale hole filling (morphological reconstruction by erosion from the grid's border,
     scikit-image) raises every cavity, a low region the border cannot reach without climbing, to the
     height of its lowest rim: the lowest point of the shell around it. A surface cut at ``level`` is then
-    solid where that rim is above ``level``; where the largest cavity's rim is lower (a shell thinner
-    than the level), the level drops to ``RIM_FRACTION`` of that rim, so the shell stays closed. Returns
-    ``level`` unchanged for a splat with no cavity (a solid one).
+    solid where that rim is above ``level``; where the largest cavity is the inside of a shell (at least
+    ``SHELL_SHARE`` of the cavity and the voxels at or above the level together) and its rim is lower
+    (a shell thinner than the level), the level drops to ``RIM_FRACTION`` of that rim, so the shell stays
+    closed. The level is unchanged for a solid splat and for one whose cavities are small pockets (a
+    generated splat's low-density gaps: measured 4% of the object, rims 0.25-0.35).
     """
     from scipy import ndimage
     from skimage.morphology import reconstruction
@@ -178,8 +181,10 @@ def fill_cavities(f: np.ndarray, level: float) -> Tuple[np.ndarray, float]:
     filled = reconstruction(seed, f, method="erosion").astype(np.float32)
     labels, n = ndimage.label(filled > f + 1e-6)
     if n:
-        largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-        level = min(level, RIM_FRACTION * float(filled[labels == largest].max()))
+        sizes = np.bincount(labels.ravel())[1:]
+        largest = int(np.argmax(sizes)) + 1
+        if sizes[largest - 1] >= SHELL_SHARE * (sizes[largest - 1] + (f >= level).sum()):  # a shell's inside
+            level = min(level, RIM_FRACTION * float(filled[labels == largest].max()))
     return filled, level
 
 
