@@ -123,7 +123,7 @@ def call(client, **settings):
 
 
 # the endpoint's outputs (the result tabs and the Generate button are layout, not values)
-OUT = {name: i for i, name in enumerate(["status", "preview", "reward_plot", "loss_plot", "summary", "model", "video",
+OUT = {name: i for i, name in enumerate(["status", "preview", "reward_plot", "loss_plot", "summary", "model", "mesh", "video",
                                          "files", "compare_md", "model_main", "model_sds", "compare_plot", "history"])}
 
 
@@ -142,6 +142,10 @@ def test_client_generates_downloads_and_survives_bad_input(server):
     assert scene.means.shape == (3000, 3)
     folders = list(runs.iterdir())
     assert len(folders) == 1 and (folders[0] / "scene.ply").exists()  # bad requests left no folder
+    if (folders[0] / "mesh.glb").exists():  # the mesh viewer and the downloads get the run's .glb
+        assert out[OUT["mesh"]].endswith("mesh.glb") and any(f.endswith("mesh.glb") for f in out[OUT["files"]])
+    else:
+        assert out[OUT["mesh"]] is None and "mesh_error" in json.loads((folders[0] / "metrics.json").read_text())
     assert [row[1] for row in out[OUT["history"]]["data"]] == ["a cube"]  # this owner's history
     with pytest.raises(Exception, match="reward: reward 'imagereward' is unknown"):
         call(client, reward="imagereward")
