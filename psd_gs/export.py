@@ -65,6 +65,11 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def failure_line(err: BaseException) -> str:
+    """"Type: first line of the message", what metrics.json records of a failed output."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+
+
 def write_json(path: Path, data: Dict[str, object]) -> Path:
     """``data`` as indented JSON at ``path``, written atomically (a temporary file, then a rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -86,7 +91,7 @@ def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
         video: Optional[Path] = save_turntable(scene, cfg, out_dir / "turntable.mp4", cfg.turntable_resolution)
     except (torch.OutOfMemoryError, RuntimeError, OSError) as err:  # the scene and metrics are already safe
         (out_dir / "turntable.mp4").unlink(missing_ok=True)
-        metrics["turntable_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        metrics["turntable_error"] = failure_line(err)
         write_json(metrics_path, metrics)
         video = None
     mesh = save_mesh(scene, cfg, out_dir, metrics, metrics_path) if cfg.mesh else None
@@ -106,7 +111,7 @@ def save_mesh(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: Dict
                                           "pieces_dropped": result.pieces_dropped, "seconds": result.seconds}
     except (MeshError, torch.OutOfMemoryError, MemoryError, RuntimeError, OSError) as err:
         (out_dir / "mesh.glb").unlink(missing_ok=True)
-        metrics["mesh_error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        metrics["mesh_error"] = failure_line(err)
         path = None
     write_json(metrics_path, metrics)
     return path
