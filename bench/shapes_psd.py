@@ -44,6 +44,8 @@ METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
     "psd_no_pair": {"guidance.method": "psd", "guidance.lambda_p": 0.0},
+    # the pair ranks and the step follows the winner's noise, but the bracket is weighed ~0: selection alone
+    "psd_select_only": {"guidance.method": "psd", "guidance.lambda_p": 1e-6},
     "psd_with_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.05},  # the learned negative, off in the preset
     "psd_n8": {"guidance.method": "psd", "guidance.n_candidates": 8},
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
@@ -78,7 +80,7 @@ def record_pairs(prompt: str, log: List[dict]) -> None:
         nearest = torch.cdist(pair.x0.flatten(2).transpose(0, 1), mu).argmin(-1).T  # [N, B]
         win = nearest.gather(0, pair.win[None])[0]
         for b in range(nearest.shape[1]):
-            _RECORD["log"].append({"t": t, "distinct": len(set(nearest[:, b].tolist())),
+            _RECORD["log"].append({"t": t, "distinct": len(set(nearest[:, b].tolist())), "gap": float(pair.gap[b]),
                                    "winner": self.prior.world.objects[allowed[int(win[b])]].name})
         return pair
 
@@ -172,7 +174,14 @@ def main(argv=None) -> None:
                    help="an override for every PSD variant, e.g. guidance.n_candidates=8 (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (threads per run: 2 / jobs)")
     p.add_argument("--json", default="", help="write every run's numbers here")
+    p.add_argument("--from-json", default="", metavar="FILES",
+                   help="comma-separated --json files of earlier invocations: print their tables together, run nothing")
     args = p.parse_args(argv)
+    if args.from_json:
+        rows = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
+        report(rows, sorted({r["prompt"] for r in rows}, key=lambda x: [r["prompt"] for r in rows].index(x)),
+               f"runs from {args.from_json}")
+        return
     prompts = [s.strip() for s in args.prompts.split(",") if s.strip()]
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
@@ -191,13 +200,18 @@ def main(argv=None) -> None:
             rows.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "pairs"}), flush=True)
     extra = f", --set {' '.join(args.set)}" if args.set else ""
-    print(f"\nreward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    report(rows, prompts, f"reward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")
+
+
+def report(rows: list, prompts: List[str], heading: str) -> None:
+    """Print the per-prompt tables, the all-prompts table and the pair diagnostic of ``rows``."""
+    print(f"\n{heading}")
     for prompt in prompts:
         print(table([r for r in rows if r["prompt"] == prompt], f"prompt {prompt!r}"))
     print(table(rows, "all prompts"))
     print(diagnostic(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ class GuidanceConfig:
     pair_space: str = knob("noise", "noise: the pair term is w(t) times the noise bracket, sqrt(a_t (1 - a_t)) "
                                     "(x0_l - x0_w); x0: the guesses' difference itself, (x0_l - x0_w), so it keeps "
                                     "its weight at high noise where the choice is made", choices=("noise", "x0"))
+    sds_t: str = knob("pair", "the t of a pair step's SDS term. pair: the pair's own t and the winner's noise "
+                              "(the step is SDS on the winner plus the pair term); own: a separate t drawn as "
+                              "SDS draws it, and a fresh noise, so the pair steps keep refining at low noise "
+                              "while the pair decides at high noise (one more prior call per pair step)",
+                      choices=("pair", "own"))
     sds_tail: float = knob(1.0, "from this fraction of the run on, every PSD step is plain SDS against e_ref (no "
                                 "pair, no learned negative): the choice made, fidelity restored; 1 = never",
                            minimum=0.0, maximum=1.0)
@@ -427,10 +432,11 @@ def _shapes() -> RunConfig:
                      prior=PriorConfig("shapes", options={"data_std": 0.1, "pose_grid": (5, 24)}),
                      scene=SceneConfig(n_init=3000, densify=False, color_jitter=0.1, lr_sh0=0.03),
                      camera=CameraConfig(batch=1, resolution=((0.0, 64),), background="white", radius=(2.0, 2.0)),
-                     # PSD (issue 13, bench/RESULTS.md): pair steps at t >= 0.6 T, lambda_p 2; 8 candidates
-                     # hit as often, at 2 dB less fidelity. The learned negative changed no run here (its
-                     # 12 logits move ~0.2 under CFG 1.5), so it is off; neg_lr 0.05 turns it on
-                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=2.0, tau=0.3, pair_window=(0.0, 0.4),
+                     # PSD (issue 13, bench/RESULTS.md): pair steps at t >= 0.6 T, lambda_p 1 (2 hit as
+                     # often at 0.6 dB less fidelity); 8 candidates hit as often, at 1 dB less fidelity.
+                     # The learned negative changed no run here (its 12 logits move ~0.2 under CFG 1.5), so
+                     # it is off; neg_lr 0.05 turns it on
+                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=1.0, tau=0.3, pair_window=(0.0, 0.4),
                                              pair_t_min=0.6, neg_lr=0.0, neg_every=8, beta=10.0, gamma=1e-3,
                                              lambda_r=1000.0))
 
@@ -447,7 +453,7 @@ def _sd() -> RunConfig:
                                          background="mixed"),
                      # PSD set by the shapes world's rules (README, "PSD's settings"): pair steps at high
                      # noise only, two candidates (more did not help there, and cost a UNet pass each)
-                     guidance=GuidanceConfig(cfg_scale=7.5, lambda_p=2.0, tau=0.01, pair_window=(0.0, 0.4),
+                     guidance=GuidanceConfig(cfg_scale=7.5, lambda_p=1.0, tau=0.01, pair_window=(0.0, 0.4),
                                              pair_t_min=0.6, neg_lr=1e-3, neg_every=8, beta=1000.0, gamma=0.1))
 
 

@@ -164,8 +164,9 @@ class PSDGuidance(Guidance):
             informative &= (best.mean() > own.mean()).expand(B) if by_scene else best > own
         return Pair(t, eps, eps_s, x0, reward, win, lose, gap, informative)
 
-    def pair_gradient(self, pair: Pair, lam: float) -> torch.Tensor:
-        """Step 4: g [B, C, h, w] on z0."""
+    def pair_gradient(self, pair: Pair, lam: float, sds: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Step 4: g [B, C, h, w] on z0. ``sds``: the SDS term to use (``sds_t="own"``: drawn at its own
+        t); default: w(t) (eps_s^b - eps^b) of the pair's base candidate b at the pair's t."""
         a = self.alpha(pair.t)
         residual = pair.eps_s - pair.eps  # [N, B, C, h, w]: eps_s^i - eps^i
         if self.cfg.pair_space == "x0":
@@ -173,7 +174,9 @@ class PSDGuidance(Guidance):
         else:
             term = (1 - a) * (pair.pick(residual, True) - pair.pick(residual, False))
         k = (self.k(pair.gap) * pair.informative).view(-1, *[1] * (term.dim() - 1))
-        return (1 - a) * take(residual, pair.base) + lam * k * term
+        if sds is None:
+            sds = (1 - a) * take(residual, pair.base)
+        return sds + lam * k * term
 
     # ---- the adaptive negative ----------------------------------------------------------------
 
@@ -218,7 +221,12 @@ class PSDGuidance(Guidance):
         logs: Dict[str, torch.Tensor | float] = {"t": float(t), "lambda_p": lam}
         if lam > 0 or update_neg:
             pair = self.build_pair(z0, t, cams)
-            g = self.pair_gradient(pair, lam)
+            sds = None
+            if self.cfg.sds_t == "own":  # the SDS term at a t of the SDS schedule, the pair at its own
+                t_sds = self.sample_t(step, total)
+                sds = self.sds_gradient(z0, t_sds, self.e_n.detach(), cams)
+                logs["t_sds"] = float(t_sds)
+            g = self.pair_gradient(pair, lam, sds)
             logs.update(reward_w=pair.pick(pair.reward, True).mean(), reward_l=pair.pick(pair.reward, False).mean(),
                         gap=pair.gap.mean(), k=(self.k(pair.gap) * pair.informative).mean(),
                         informative=pair.informative.float().mean())

@@ -362,3 +362,28 @@ def test_psd_reports_its_schedule_and_owns_no_optimiser(prior):
     assert events == {"pair": (True, list(range(10))), "negative": (True, [0, 10, 20, 30])}
     frozen = PSDGuidance(GuidanceConfig(neg_lr=0.0), prior, "x", WarmReward())
     assert frozen.param_groups() == [] and not hasattr(frozen, "neg_optimizer")
+
+
+def test_own_sds_t_refines_on_the_sds_schedule_while_the_pair_decides_at_high_noise(prior):
+    """sds_t="own": a pair step's gradient is SDS at a t of the SDS schedule (fresh noise, e_n) plus the
+    pair term at the pair's own t >= pair_t_min."""
+    cfg = GuidanceConfig(lambda_p=2.0, tau=1e-6, pair_window=(0.0, 0.5), pair_t_min=0.6, neg_lr=0.0, sds_t="own")
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    seen = {}
+    build_pair, sds_gradient, pair_gradient = psd.build_pair, psd.sds_gradient, psd.pair_gradient
+    psd.build_pair = lambda *a: seen.setdefault("pair", build_pair(*a))
+    psd.sds_gradient = lambda z0, t, *a: seen.setdefault("sds", (t, sds_gradient(z0, t, *a)))[1]
+    psd.pair_gradient = lambda *a: seen.setdefault("g", pair_gradient(*a))
+    render, T = make_render(prior, batch=2), prior.num_train_timesteps
+    t_sds = []
+    for step in range(0, 50, 5):  # inside the window, where t_max(step) >= 0.6
+        seen.clear()
+        out = render_grad(psd, render, step, 100)[1]
+        pair, (t, sds) = seen["pair"], seen["sds"]
+        assert pair.t >= 0.6 * T and out.logs["t_sds"] == t
+        a = prior.alphas_cumprod[pair.t]
+        bracket = (1 - a) * (pair.pick(pair.eps_s - pair.eps, True) - pair.pick(pair.eps_s - pair.eps, False))
+        k = psd.k(pair.gap)[:, None, None, None]
+        assert torch.allclose(seen["g"], sds + 2.0 * k * bracket, atol=1e-6)
+        t_sds.append(t)
+    assert min(t_sds) < 0.6 * T  # the SDS term still visits low noise inside the pair window
