@@ -253,9 +253,15 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             with gr.Tab("Splat", id="splat"):
                 model = gr.Model3D(label="Splat (.ply): drag to turn", elem_id="model3d", height=360,
                                    clear_color=PAGE_BACKGROUND, elem_classes="psd-viewer")
-            with gr.Tab("Mesh", id="mesh"):
+            with gr.Tab("Mesh", id="mesh") as mesh_tab:
                 mesh_view = gr.Model3D(label="Mesh (.glb, vertex colours): drag to turn", elem_id="mesh3d",
                                        height=360, clear_color=PAGE_BACKGROUND, elem_classes="psd-viewer")
+                mesh_kept = gr.State(None)
+            # Gradio 6.31's mesh viewer (Babylon.js) draws nothing for a file it was given while its tab was
+            # hidden (the splat viewer does): on the tab's select it is cleared and given its file again
+            mesh_tab.select(lambda path: (None, path), mesh_view, [mesh_view, mesh_kept], queue=False,
+                            show_progress="hidden", api_visibility="private").then(
+                lambda path: path, mesh_kept, mesh_view, queue=False, show_progress="hidden", api_visibility="private")
             with gr.Tab("Turntable", id="turntable"):
                 video = gr.Video(label="Turntable", elem_id="turntable", height=base.turntable_resolution + 40,
                                  width=base.turntable_resolution, autoplay=True, loop=True, interactive=False)

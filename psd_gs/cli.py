@@ -140,10 +140,10 @@ def _get(cfg: RunConfig, path: str):
 def _add_generate(sub) -> None:
     p = sub.add_parser(
         "generate", formatter_class=_Formatter, epilog=EXAMPLES,
-        help="make a 3D Gaussian splat (.ply + turntable.mp4) from a text prompt",
+        help="make a 3D Gaussian splat (.ply + turntable.mp4 + mesh.glb) from a text prompt",
         description=_para("Optimise a 3D Gaussian splat for PROMPT and write it into a new run folder below --out: "
-                    "config.json, scene.ply, turntable.mp4, metrics.json (and checkpoint.pt with "
-                    "--checkpoint-every). Ctrl-C stops after the current step and keeps what exists; "
+                    "config.json, scene.ply, turntable.mp4, mesh.glb (none with --set mesh=false), metrics.json "
+                    "(and checkpoint.pt with --checkpoint-every). Ctrl-C stops after the current step and keeps what exists; "
                     "press it twice to abort at once. Options left out keep the preset's value; --set reaches "
                     "every other field."))
     p.add_argument("prompt", nargs="?", metavar="PROMPT",
@@ -203,18 +203,22 @@ def _add_export_mesh(sub) -> None:
     p = sub.add_parser(
         "export-mesh", formatter_class=_Formatter, epilog=EXAMPLES,
         help="the surface of a run's splat (or any 3DGS .ply) as a coloured mesh: mesh.glb, .obj or .ply",
-        description=_para("Extract the Gaussians' opacity field on a grid, its iso-surface by marching cubes, drop "
-                          "small pieces, decimate to --max-faces and colour the vertices from the splat "
-                          "(psd_gs.mesh, docs/design.md). Every run already writes mesh.glb at its config's "
-                          "mesh_resolution; this remakes it with other settings or for a .ply from elsewhere."))
+        description=_para("Carve a grid by the splat's rendered alpha and depth from 42 views (or, with --source "
+                          "opacity, take the Gaussians' opacity field), its surface by marching cubes, drop "
+                          "small pieces, decimate to --max-faces and colour the vertices from the splat's renders "
+                          "(psd_gs.mesh, psd_gs.carve, docs/design.md). Every run already writes mesh.glb at its "
+                          "config's mesh_resolution; this remakes it with other settings or for a .ply from elsewhere."))
     p.add_argument("target", metavar="RUN_OR_PLY", help="a run folder (its scene.ply) or a .ply file")
     p.add_argument("--resolution", type=int, default=128, metavar="N",
                    help="voxels along the grid's side, 16..256 (default: 128)")
     p.add_argument("--format", choices=("glb", "obj", "ply"), default="glb",
                    help="glb for web viewers and engines, obj for DCC tools, ply (default: glb)")
+    p.add_argument("--source", choices=("depth", "opacity"), default="depth",
+                   help="depth: the surface the splat's renders agree on (works for hazy, generated splats); "
+                        "opacity: the opacity field's iso-surface at --level (for clean shells) (default: depth)")
     p.add_argument("--level", type=float, default=None, metavar="X",
-                   help="iso-level of the opacity field, > 0 (default: 1.0, lowered where the splat's shell is "
-                        "thinner; see docs/design.md)")
+                   help="--source opacity: iso-level of the opacity field, > 0 (default: 1.0, lowered where the "
+                        "splat's shell is thinner; see docs/design.md)")
     p.add_argument("--max-faces", type=int, default=50_000, metavar="N",
                    help="decimate above this many faces; 0 never (default: 50000)")
     p.add_argument("--out", metavar="FILE", help="where to write (default: mesh.FORMAT beside the .ply)")
@@ -593,7 +597,8 @@ def cmd_export_mesh(args: argparse.Namespace) -> int:
     from .ply import load_ply
 
     scene = load_ply(ply)  # ValueError naming the file for a malformed .ply
-    result = extract_mesh(scene, resolution=args.resolution, level=args.level or LEVEL, max_faces=args.max_faces)
+    result = extract_mesh(scene, resolution=args.resolution, level=args.level or LEVEL, max_faces=args.max_faces,
+                          source=args.source)
     write_mesh(result, out)
     st = result.stats
     print(f"{ply}: {len(scene)} Gaussians -> {st['vertices']} vertices, {st['faces']} faces, "

@@ -9,7 +9,8 @@ saying what would. The estimate adds up:
   autograd (measured: 315-405), and a fresh cloud of N Gaussians covers each pixel about
   16 (N / 3000)^(1/3) times (measured: 15-19 at N = 3,000 from 64 to 512 px, 30 at N = 20,000), times
   the views per step, with a factor 2 for Gaussians that grow during the run;
-- renders without grad (previews, turntable, evaluation, the shapes prior's pose grid), which go in
+- the mesh step (``mesh_bytes``), when the run writes a mesh;
+- renders without grad (previews, turntable, evaluation, the mesh's depth views, the shapes prior's pose grid), which go in
   calls of at most ``render.PIXELS_PER_CALL`` pixels (or one view): about 180 bytes per pair;
 - the prior's own part (its registry entry's ``memory`` hook: the shapes world's pose-grid latents;
   Stable Diffusion's activations) and the reward's weights (``RewardEntry.weights_gb``).
@@ -32,6 +33,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .carve import MAX_PX, N_VIEWS, VOXEL_CHUNK
 from .config import RunConfig
 from .registry import PRIORS, REWARDS, resolve
 from .render import PIXELS_PER_CALL
@@ -72,14 +74,25 @@ def run_estimate(cfg: RunConfig, with_weights: bool = True) -> Estimate:
     top = max(res for _, res in cfg.camera.resolution)
     est = Estimate()
     est.parts["training renders"] = int(cfg.camera.batch * top * top * ppp * BYTES_PER_PAIR[kind] * GROWTH)
-    batch_pixels = max(PIXELS_PER_CALL, top * top, cfg.turntable_resolution ** 2)
+    fusion_px = min(2 * cfg.mesh_resolution, MAX_PX) ** 2 if cfg.mesh else 0  # the mesh's views (psd_gs.carve)
+    batch_pixels = max(PIXELS_PER_CALL, top * top, cfg.turntable_resolution ** 2, fusion_px)
     est.parts["renders without grad"] = int(batch_pixels * ppp * BYTES_PER_PAIR_NO_GRAD[kind] * GROWTH)
+    if cfg.mesh:
+        est.parts["mesh"] = mesh_bytes(cfg.mesh_resolution)
     entry = PRIORS[cfg.prior.name]
     if entry.memory:
         est.parts.update(resolve(entry.memory)(cfg, with_weights))
     if with_weights:
         est.parts[f"{cfg.reward} weights"] = int(REWARDS[cfg.reward].weights_gb * GB)
     return est
+
+
+def mesh_bytes(resolution: int) -> int:
+    """The mesh step (``source="depth"``) at R = resolution: its N_VIEWS views' alpha, depth and rgb at min(2R, MAX_PX) px
+    (20 bytes a pixel), the grids (about 12 bytes a voxel with the padded copies and the blur) and the projection of
+    one chunk of voxels into every view (about 48 bytes per voxel and view)."""
+    px = min(2 * resolution, MAX_PX)
+    return int(N_VIEWS * px * px * 20 + 12 * resolution ** 3 + N_VIEWS * VOXEL_CHUNK * 48)
 
 
 def _container_limit() -> Optional[int]:

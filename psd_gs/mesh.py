@@ -50,6 +50,9 @@ MIN_OPACITY = 0.05  # Gaussians below this opacity neither set the bounds nor en
 MAX_BOX = 32  # a Gaussian's 3-sigma box is cut at this many voxels from its centre (huge ones are haze)
 CHUNK = 1 << 20  # (Gaussian, voxel) pairs evaluated at once: bounds the field's extra memory (~70 MB)
 FORMATS = ("glb", "obj", "ply")
+SOURCES = ("depth", "opacity")
+SMOOTH_VOXELS = 1.0  # depth source: std of the solid mask's blur before marching cubes, in voxels (at
+# least a third of the splat's detail scale, carve.detail_scale)
 
 
 class MeshError(ValueError):
@@ -119,11 +122,14 @@ def opacity_field(scene: GaussianScene, lo: np.ndarray, side: float, resolution:
 
 
 def extract_mesh(scene: GaussianScene, resolution: int = 128, level: float = LEVEL, keep_fraction: float = 0.1,
-                 max_faces: int = 50_000) -> MeshResult:
+                 max_faces: int = 50_000, source: str = "depth") -> MeshResult:
     """The scene's surface as a watertight, vertex-coloured trimesh (module docstring: the steps).
 
-    resolution: voxels along the cube's side (8..512); level > 0; keep_fraction in [0, 1]: pieces with
-    fewer faces than this share of the largest are dropped; max_faces: decimate above it (0: never).
+    resolution: voxels along the cube's side (8..512); level > 0 (``source="opacity"`` only);
+    keep_fraction in [0, 1]: pieces with fewer faces than this share of the largest are dropped;
+    max_faces: decimate above it (0: never); source: "depth", the solid carved by the splat's own renders
+    (``psd_gs.carve``, colours baked from them), or "opacity", the opacity field's iso-surface at
+    ``level`` (colours from its colour field).
     """
     import trimesh
     from skimage.measure import marching_cubes
@@ -132,17 +138,34 @@ def extract_mesh(scene: GaussianScene, resolution: int = 128, level: float = LEV
         raise ValueError(f"mesh resolution {resolution}: must be in 8..512 (128 is the default)")
     if not level > 0:
         raise ValueError(f"mesh level {level}: must be > 0 (the opacity field is >= 0 everywhere)")
+    if source not in SOURCES:
+        raise ValueError(f"mesh source {source!r}: choose one of {', '.join(SOURCES)}")
     if len(scene) == 0:
         raise MeshError("the scene has no Gaussians, so there is no surface to extract")
     t0 = time.perf_counter()
     lo, side = grid_bounds(scene)
-    density, colour = opacity_field(scene, lo, side, resolution)
-    f = np.pad(density.cpu().numpy().astype(np.float32), 1)  # a zero border closes surfaces at the grid's edge
-    if not (f >= level).any():
-        raise MeshError(f"the opacity field never reaches the level {level} (its peak is {f.max():.3g}): the "
-                        "splat is too sparse or transparent to have a surface; try a lower level")
-    filled, level = fill_cavities(f, level)
     voxel = side / resolution
+    if source == "depth":
+        from scipy import ndimage
+
+        from .carve import carve
+
+        solid, views = carve(scene, lo, side, resolution)
+        # the cavities no view can see into filled, blurred by a third of the splat's detail (at least a
+        # voxel) so that marching cubes at 0.5 gives a smooth surface through the solid's boundary
+        solid = ndimage.binary_fill_holes(np.pad(solid.cpu().numpy(), 1))
+        if not solid.any():
+            raise MeshError("every voxel is seen as empty by some view of the splat (alpha below 0.5 "
+                            "everywhere?): it is too sparse or transparent to mesh")
+        blur = max(SMOOTH_VOXELS, views["detail"] / 3 / voxel)
+        filled, level = ndimage.gaussian_filter(solid.astype(np.float32), blur), 0.5
+    else:
+        density, colour = opacity_field(scene, lo, side, resolution)
+        f = np.pad(density.cpu().numpy().astype(np.float32), 1)  # a zero border closes surfaces at the grid's edge
+        if not (f >= level).any():
+            raise MeshError(f"the opacity field never reaches the level {level} (its peak is {f.max():.3g}): the "
+                            "splat is too sparse or transparent to have a surface; try a lower level")
+        filled, level = fill_cavities(f, level)
     verts, faces, _, _ = marching_cubes(filled, level, spacing=(voxel,) * 3, gradient_direction="descent")
     verts = verts + (lo - 0.5 * voxel)  # padded index 1 is voxel 0, whose centre is lo + voxel / 2
     mesh = trimesh.Trimesh(verts, faces, process=True)
@@ -150,12 +173,22 @@ def extract_mesh(scene: GaussianScene, resolution: int = 128, level: float = LEV
     largest = max(len(p.faces) for p in pieces)
     kept = [p for p in pieces if len(p.faces) >= keep_fraction * largest]
     mesh = trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]
+    decimation = "none needed"
     if max_faces and len(mesh.faces) > max_faces:
-        mesh = mesh.simplify_quadric_decimation(face_count=max_faces)
+        smaller = mesh.simplify_quadric_decimation(face_count=max_faces)
+        if smaller.is_watertight or not mesh.is_watertight:
+            mesh, decimation = smaller, f"to {max_faces} faces"
+        else:  # a closed surface is worth more than the face budget
+            decimation = "skipped: it would have opened the surface"
     mesh.fix_normals()
-    mesh.visual.vertex_colors = _vertex_colours(mesh.vertices, density, colour, lo, voxel)
+    if source == "depth":
+        from .carve import bake_colours
+
+        mesh.visual.vertex_colors = bake_colours(np.asarray(mesh.vertices), views)
+    else:
+        mesh.visual.vertex_colors = _vertex_colours(mesh.vertices, density, colour, lo, voxel)
     return MeshResult(mesh, level, (tuple(lo), tuple(lo + side)), resolution, len(pieces) - len(kept),
-                      time.perf_counter() - t0, stats=mesh_stats(mesh))
+                      time.perf_counter() - t0, stats=mesh_stats(mesh) | {"decimation": decimation, "source": source})
 
 
 def fill_cavities(f: np.ndarray, level: float) -> Tuple[np.ndarray, float]:

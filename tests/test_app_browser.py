@@ -2,7 +2,7 @@
 
 Checks are made on screenshots (pixels inside an element's box) and on what covers an element (the
 topmost element at its centre), not on DOM attributes alone. With PSD_GS_SCREENSHOTS=<folder> the tests
-also write the README's screenshots there (app-mid-run.png, app-compare.png, app-mobile.png).
+also write the README's screenshots there (app-mid-run.png, app-compare.png, app-mesh.png, app-mobile.png).
 """
 
 from __future__ import annotations
@@ -176,6 +176,17 @@ def test_compare_shows_both_objects_and_the_reward_per_view(browser, server):
     assert drawn_share(pixels(page, "#compare-plot")) > 0.02
     assert "Against SDS with the same seed" in page.locator("#compare-words").inner_text()
     keep_screenshot(page, "app-compare.png", full_page=True)
+    page.get_by_role("tab", name="Mesh").click()  # the same run's mesh.glb, in its own viewer
+    page.locator("#mesh3d canvas").first.wait_for(timeout=60_000)
+    time.sleep(4)
+    mesh = pixels(page, "#mesh3d canvas")
+    assert drawn_share(mesh) > 0.01, "the mesh viewer drew nothing"
+    rgb = mesh.reshape(-1, 3).astype(int)
+    drawn = rgb[np.abs(rgb - np.median(rgb, 0)).sum(1) > 30]  # pixels unlike the background
+    chroma = drawn.max(1) - drawn.min(1)
+    assert (chroma > 60).mean() > 0.5, "the mesh is drawn without its vertex colours (grey)"
+    assert uncovered(page, "#mesh3d canvas")
+    keep_screenshot(page, "app-mesh.png")
     page.context.close()
 
 

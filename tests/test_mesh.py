@@ -11,7 +11,7 @@ import torch
 from psd_gs.cameras import make_cameras
 from psd_gs.cli import main
 from psd_gs.gaussians import GaussianScene
-from psd_gs.mesh import MeshError, extract_mesh, write_mesh
+from psd_gs.mesh import SOURCES, MeshError, extract_mesh, write_mesh
 from psd_gs.mesh_eval import colour_error, inside_shape, render_mesh, volume_iou
 from psd_gs.ply import save_ply
 from psd_gs.priors.shapes_world import ShapesWorld
@@ -23,12 +23,14 @@ EULER = {"cube": 2, "sphere": 2, "torus": 0, "cone": 2}
 
 @pytest.fixture(scope="module")
 def meshes():
-    return {shape: extract_mesh(WORLD.build(k), resolution=64) for shape, k in SHAPES.items()}
+    return {(shape, source): extract_mesh(WORLD.build(k), resolution=64, source=source)
+            for shape, k in SHAPES.items() for source in SOURCES}
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_each_shape_gives_one_watertight_piece_of_the_right_topology(meshes, shape):
-    result = meshes[shape]
+def test_each_shape_gives_one_watertight_piece_of_the_right_topology(meshes, shape, source):
+    result = meshes[shape, source]
     mesh = result.mesh
     assert mesh.is_watertight and mesh.euler_number == EULER[shape] and len(mesh.split(only_watertight=False)) == 1
     params = WORLD.shape_params[shape]
@@ -79,9 +81,29 @@ def test_empty_and_transparent_scenes_are_clear_errors():
         extract_mesh(WORLD.build(0), resolution=4)
 
 
+def test_the_carve_keeps_the_inside_removes_the_outside_and_colours_come_from_the_renders():
+    from psd_gs.carve import bake_colours, carve
+    from psd_gs.mesh import grid_bounds
+
+    sphere = WORLD.build(4)
+    with torch.no_grad():  # left half red, right half blue
+        left = sphere.means[:, 0] < 0
+        sphere.params["sh0"][left, 0] = torch.tensor([1.5, -1.5, -1.5])
+        sphere.params["sh0"][~left, 0] = torch.tensor([-1.5, -1.5, 1.5])
+    lo, side = grid_bounds(sphere)
+    solid, views = carve(sphere, lo, side, 32)
+    centres = lo[:, None] + (np.arange(32) + 0.5) * side / 32  # [3, 32]
+    r = np.linalg.norm(np.stack(np.meshgrid(*centres, indexing="ij"), -1), axis=-1)
+    radius, margin = WORLD.shape_params["sphere"]["radius"], views["margin"]
+    # inside kept (but for a few voxels a grazing view's depth carves), outside carved
+    assert solid.numpy()[r < radius - margin].mean() > 0.99 and not solid.numpy()[r > radius + margin].any()
+    rgba = bake_colours(np.array([[-radius, 0.0, 0.0], [radius, 0.0, 0.0]]), views)
+    assert rgba[0, 0] > 200 > 60 > rgba[0, 2] and rgba[1, 2] > 200 > 60 > rgba[1, 0]
+
+
 def test_decimation_keeps_the_budget_and_a_closed_surface(meshes):
     result = extract_mesh(WORLD.build(4), resolution=64, max_faces=2000)
-    assert len(result.mesh.faces) <= 2000 < len(meshes["sphere"].mesh.faces)
+    assert len(result.mesh.faces) <= 2000 < len(meshes["sphere", "depth"].mesh.faces)
     assert result.mesh.is_watertight and result.mesh.euler_number == 2
 
 
@@ -89,13 +111,13 @@ def test_decimation_keeps_the_budget_and_a_closed_surface(meshes):
 def test_every_format_reloads_with_its_colours(meshes, tmp_path, fmt):
     import trimesh
 
-    path = write_mesh(meshes["sphere"], tmp_path / f"mesh.{fmt}")
+    path = write_mesh(meshes["sphere", "depth"], tmp_path / f"mesh.{fmt}")
     loaded = trimesh.load(path, force="mesh")
-    assert len(loaded.faces) == len(meshes["sphere"].mesh.faces) and loaded.is_watertight
+    assert len(loaded.faces) == len(meshes["sphere", "depth"].mesh.faces) and loaded.is_watertight
     assert np.abs(loaded.visual.vertex_colors[:, :3].astype(int).mean(0) -
-                  meshes["sphere"].mesh.visual.vertex_colors[:, :3].astype(int).mean(0)).max() < 2
+                  meshes["sphere", "depth"].mesh.visual.vertex_colors[:, :3].astype(int).mean(0)).max() < 2
     with pytest.raises(ValueError, match="choose one of glb, obj, ply"):
-        write_mesh(meshes["sphere"], tmp_path / "mesh.stl")
+        write_mesh(meshes["sphere", "depth"], tmp_path / "mesh.stl")
 
 
 def test_the_ray_cast_render_puts_a_box_where_the_camera_sees_it():

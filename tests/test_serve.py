@@ -130,3 +130,13 @@ def test_the_shapes_pose_grid_renders_in_bounded_calls(monkeypatch):
     prior = analytic.AnalyticPrior(n_per_object=50)
     rgb = prior.render_objects(sample_orbit(2, 256, 256, generator=torch.Generator().manual_seed(0)))
     assert rgb.shape == (2, 12, 256, 256, 3) and len(calls) == 24 and max(calls) <= PIXELS_PER_CALL
+
+
+def test_the_memory_estimate_counts_the_mesh_step_when_the_run_writes_one():
+    cfg = preset("shapes")
+    with_mesh = memory.run_estimate(cfg, with_weights=False)
+    assert with_mesh.parts["mesh"] == memory.mesh_bytes(cfg.mesh_resolution)
+    cfg.mesh_resolution = 256
+    assert memory.run_estimate(cfg, with_weights=False).total > with_mesh.total
+    cfg.mesh = False
+    assert "mesh" not in memory.run_estimate(cfg, with_weights=False).parts
