@@ -24,6 +24,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -348,7 +349,8 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                     prior, reward = cache.for_run(run_cfg)
                     if reward is None:  # the SD world's SDS: still measure the reward the page shows
                         reward = cache.reward(run_cfg.reward, resolve_device(run_cfg.device))
-                    for event in generate(run_cfg, prior, reward, cancel=cancel, owner=owner):
+                    events = generate(run_cfg, prior, reward, cancel=cancel, owner=owner)
+                    for event in events:
                         if isinstance(event, Result):
                             results_by_tag[tag] = event
                             continue
@@ -366,6 +368,11 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                                 update.update({reward_plot: ui.image_html(rplot, "reward chart"),
                                                loss_plot: ui.image_html(lplot, "loss chart")})
                         yield update
+                except GeneratorExit:  # the request was cancelled: the run writes what exists (scene, metrics,
+                    # turntable, mesh: seconds) in a thread of its own, not in the server's event loop, which
+                    # closes this generator and must keep answering everyone else meanwhile
+                    threading.Thread(target=events.close, name="export-cancelled-run").start()
+                    raise
                 except (ValueError, GenerationError, MissingWeightsError, RunFolderError, OSError) as err:
                     text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
                     text = serve.public_message(text, [root])  # no server paths for the user

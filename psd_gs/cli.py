@@ -603,7 +603,8 @@ def cmd_export_mesh(args: argparse.Namespace) -> int:
     st = result.stats
     print(f"{ply}: {len(scene)} Gaussians -> {st['vertices']} vertices, {st['faces']} faces, "
           f"{'watertight' if st['watertight'] else 'not watertight'}, Euler characteristic {st['euler']}, "
-          f"level {result.level:.3f}, {result.pieces_dropped} small pieces dropped, {result.seconds:.1f} s")
+          f"{'level %.3f' % result.level if args.source == 'opacity' else 'carved by 42 views'}, "
+          f"{result.pieces_dropped} small pieces dropped, {result.seconds:.1f} s")
     print(f"wrote {out}")
     return EXIT_OK
 

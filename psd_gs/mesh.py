@@ -1,6 +1,13 @@
-"""Splat to mesh: the Gaussians' opacity field on a grid, its iso-surface, cleaned and coloured.
+"""Splat to mesh: a solid on a grid around the Gaussians, its surface, cleaned and coloured.
 
-``extract_mesh(scene)`` follows DreamGaussian's mesh stage, on the CPU or the GPU alike:
+``extract_mesh(scene, source=...)`` takes the solid from one of two sources, on the CPU or the GPU:
+
+- "depth" (the default): the voxels that none of 42 renders of the splat sees as empty
+  (``psd_gs.carve``), cavities filled, blurred by a third of the splat's detail scale, cut at 0.5;
+  colours baked from the renders. Right for the hazy splats that score distillation grows;
+- "opacity": DreamGaussian's mesh stage, the steps below; right for clean shells of opaque Gaussians.
+
+Both then share steps 4-5 (pieces, decimation). The opacity source:
 
 1. bounds: a cube holding every Gaussian of opacity >= ``MIN_OPACITY`` out to 3 sigma (floaters
    inside it are removed in step 4, not by the bounds);
