@@ -26,6 +26,7 @@ def small(tmp_path, **overrides):
                  turntable_views=2)
     cfg.camera.resolution = ((0.0, 32),)
     cfg.scene.n_init = 300
+    cfg.mesh_resolution = 32  # the mesh step runs in every test run; its own tests are in test_mesh.py
     cfg.guidance.method = "psd"
     cfg.guidance.neg_lr, cfg.guidance.neg_every = 0.05, 4  # the learned negative on (off in the preset)
     for key, value in overrides.items():
