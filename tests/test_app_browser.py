@@ -41,6 +41,26 @@ def browser():
         b.close()
 
 
+@pytest.fixture(autouse=True)
+def close_pages(browser):
+    """Every page a test opened is closed after it, passed or failed: a page left open (a 3D viewer keeps
+    drawing through SwiftShader) would take the CPU from the tests after it."""
+    yield
+    for context in browser.contexts:
+        context.close()
+
+
+def wait_drawn(page, selector: str, share: float = 0.01, timeout_s: float = 60.0) -> np.ndarray:
+    """The element's pixels once more than ``share`` of them are drawn (a viewer loads and frames its file
+    over a few frames); the last screenshot if that never happens."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        img = pixels(page, selector)
+        if drawn_share(img) > share or time.monotonic() > deadline:
+            return img
+        time.sleep(1.0)
+
+
 def open_page(browser, url: str, width: int = 1400, height: int = 900, context=None):
     page = (context or browser.new_context(viewport={"width": width, "height": height})).new_page()
     page.goto(url)
@@ -178,8 +198,7 @@ def test_compare_shows_both_objects_and_the_reward_per_view(browser, server):
     keep_screenshot(page, "app-compare.png", full_page=True)
     page.get_by_role("tab", name="Mesh").click()  # the same run's mesh.glb, in its own viewer
     page.locator("#mesh3d canvas").first.wait_for(timeout=60_000)
-    time.sleep(4)
-    mesh = pixels(page, "#mesh3d canvas")
+    mesh = wait_drawn(page, "#mesh3d canvas")
     assert drawn_share(mesh) > 0.01, "the mesh viewer drew nothing"
     rgb = mesh.reshape(-1, 3).astype(int)
     drawn = rgb[np.abs(rgb - np.median(rgb, 0)).sum(1) > 30]  # pixels unlike the background
