@@ -103,10 +103,18 @@ def set_steps(page, steps: int) -> None:
     toggle.click()
 
 
+def click_generate(page) -> None:
+    """Click Generate once the page lets one (a loaded CI machine can take a while to settle a fresh page)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#generate")).to_be_enabled(timeout=120_000)
+    page.locator("#generate").click(timeout=120_000)
+
+
 def start(page, prompt: str, steps: int) -> None:
     page.locator("#prompt textarea").fill(prompt)
     set_steps(page, steps)
-    page.locator("#generate").click()
+    click_generate(page)
 
 
 def wait_done(page) -> None:
@@ -188,7 +196,7 @@ def test_compare_shows_both_objects_and_the_reward_per_view(browser, server):
     expect(page.locator("#prompt textarea")).to_have_value("a sphere")  # waits for the example to fill in
     expect(page.locator("#compare input")).to_be_checked()
     set_steps(page, 200)  # enough for both objects to form (the README's screenshot)
-    page.locator("#generate").click()
+    click_generate(page)
     page.locator("#status").get_by_text("SDS pass").wait_for(timeout=RUN_TIMEOUT_MS)  # the SDS pass shows progress
     wait_done(page)
     page.get_by_role("tab", name="Compare with SDS").click()
@@ -232,7 +240,7 @@ def test_html_in_a_prompt_is_text_and_the_error_sits_by_the_prompt(browser, serv
     hostile = "<img src=x onerror=alert(1)>"
     before = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
     page.locator("#prompt textarea").fill(hostile)
-    page.locator("#generate").click()
+    click_generate(page)
     page.locator("#prompt").get_by_text("does not know").wait_for(timeout=30_000)
     time.sleep(1)
     assert dialogs == [] and page.locator("img[src='x']").count() == 0  # never rendered
