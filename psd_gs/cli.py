@@ -1,9 +1,11 @@
-"""Command line: ``python -m psd_gs generate | evaluate | bench`` (``main(argv) -> exit code``).
+"""Command line: ``python -m psd_gs generate | evaluate | export-mesh | batch | evaluate-suite | bench |
+fetch-weights | doctor | config`` (``main(argv) -> exit code``).
 
 - ``generate``: one run of ``psd_gs.generate.generate`` with a progress bar; Ctrl-C ends it after the
   current step and still writes the partial result.
 - ``evaluate``: multi-view reward scores of a finished run or ``.ply`` (``psd_gs.evaluate``), plus the
   shapes-world fidelity report for shapes runs.
+- ``batch``, ``evaluate-suite``: many jobs on Ray, and their held-out judges (``psd_gs.cli_batch``).
 - ``bench``: runs a script from the repo's ``bench/`` folder with the remaining arguments.
 - ``fetch-weights``: downloads the checkpoints a preset and its rewards need (``psd_gs.fetch``).
 - ``doctor``: checks that this host can run psd-gs and prints a table (``psd_gs.doctor``).
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_export_mesh(sub)
+    from .cli_batch import add_commands  # batch, evaluate-suite
+
+    add_commands(sub)
     _add_bench(sub)
     _add_fetch_weights(sub)
     _add_doctor(sub)

@@ -180,6 +180,7 @@ class RunConfig:
     preview_every: int = knob(10, "a preview image (and the logs) every this many steps; 0 never", minimum=0)
     checkpoint_every: int = knob(0, "save a resumable checkpoint every this many steps; 0 never", minimum=0)
     max_nan_steps: int = knob(5, "stop after this many non-finite steps in a row", minimum=1)
+    turntable: bool = knob(True, "also write turntable.mp4 (a batch leaves it out unless asked: psd_gs.batch)")
     turntable_views: int = knob(24, "frames of turntable.mp4", minimum=1, maximum=720)
     turntable_resolution: int = knob(256, "turntable.mp4 frame size in pixels (the app shows it at this size)",
                                      minimum=32, maximum=1024)

@@ -77,6 +77,23 @@ def shapes_report(scene: GaussianScene, prompt: str, reward, cams: Cameras, worl
             "psnr_per_object": fidelity, "reward_per_object": rewards}
 
 
+def shapes_retrieval(views: torch.Tensor, cams: Cameras, prompts: Sequence[str], load_reward=None,
+                     world=None) -> torch.Tensor:
+    """The shapes world's text-to-image match, for R-precision: [V, P], the PSNR (dB) of each view ``views
+    [V, H, W, 3]`` (rendered from ``cams``) against the nearest object each prompt allows, from the same
+    view. A prompt that allows a view's object scores highest; two prompts that allow it tie."""
+    from .priors.shapes_world import ShapesWorld
+
+    world = world or ShapesWorld()
+    allowed = [world.select(p) if p.strip() else list(range(len(world))) for p in prompts]
+    per_object = {}
+    for k in sorted({k for ks in allowed for k in ks}):
+        ref = render_views(world.build(k), cams, world.background).cpu()
+        mse = (views.cpu().float() - ref).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)  # [V]
+        per_object[k] = -10.0 * torch.log10(mse)
+    return torch.stack([torch.stack([per_object[k] for k in ks]).amax(0) for ks in allowed], dim=1)
+
+
 def contact_sheet(images: torch.Tensor) -> np.ndarray:
     """Views [V, H, W, 3] side by side as one uint8 image [H, V W, 3]."""
     return (torch.cat(list(images.cpu()), dim=1) * 255).round().to(torch.uint8).numpy()

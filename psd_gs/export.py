@@ -82,18 +82,19 @@ def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
                   metrics: Dict[str, object]) -> Dict[str, Optional[Path]]:
     """scene.ply, then metrics.json, then turntable.mp4 (``cfg.turntable_resolution`` px) into ``out_dir``.
 
-    Returns {"ply", "metrics", "turntable"} paths; "turntable" is None when it failed, and then
-    ``metrics["turntable_error"]`` says why (metrics.json is rewritten with it).
+    Returns {"ply", "metrics", "turntable", "mesh"} paths; "turntable" is None when it failed (then
+    ``metrics["turntable_error"]`` says why, and metrics.json is rewritten with it) or ``cfg.turntable`` is off.
     """
     ply = save_ply(scene, out_dir / "scene.ply")
     metrics_path = write_json(out_dir / "metrics.json", metrics)
+    video: Optional[Path] = None
     try:
-        video: Optional[Path] = save_turntable(scene, cfg, out_dir / "turntable.mp4", cfg.turntable_resolution)
+        if cfg.turntable:
+            video = save_turntable(scene, cfg, out_dir / "turntable.mp4", cfg.turntable_resolution)
     except (torch.OutOfMemoryError, RuntimeError, OSError) as err:  # the scene and metrics are already safe
         (out_dir / "turntable.mp4").unlink(missing_ok=True)
         metrics["turntable_error"] = failure_line(err)
         write_json(metrics_path, metrics)
-        video = None
     mesh = save_mesh(scene, cfg, out_dir, metrics, metrics_path) if cfg.mesh else None
     return {"ply": ply, "metrics": metrics_path, "turntable": video, "mesh": mesh}
 

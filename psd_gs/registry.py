@@ -31,6 +31,9 @@ class PriorEntry:
         word in the shapes world), before anything loads ("" = nothing to check).
     report: ``fn(scene, prompt, reward, cameras) -> dict``, what this world can say about a result
         beyond the reward (the shapes world: which object formed, its fidelity) ("" = nothing).
+    retrieve: ``fn(views [V, H, W, 3], cameras, prompts [P], load_reward) -> [V, P]``, how well each view
+        matches each prompt, for the suite's R-precision (``psd_gs.suite``; ``load_reward(name)`` gives a
+        loaded reward model) ("" = no R-precision in this world).
     memory: ``fn(cfg: RunConfig, with_weights: bool) -> {part: bytes}``, the prior's own memory in a run
         (weights, precomputed tables, activations), for ``psd_gs.memory`` ("" = nothing to add).
     needs_cuda: only offered where CUDA is.
@@ -44,6 +47,7 @@ class PriorEntry:
     files: str = ""
     check: str = ""
     report: str = ""
+    retrieve: str = ""
     memory: str = ""
     needs_cuda: bool = False
 
@@ -79,12 +83,14 @@ PRIORS: Dict[str, PriorEntry] = {
         world="shapes", label="Shapes world (offline)",
         help="closed-form mixture prior over twelve coloured reference objects; exact, runs on a CPU",
         check="psd_gs.priors.analytic:check_run", report="psd_gs.evaluate:shapes_report",
+        retrieve="psd_gs.evaluate:shapes_retrieval",
         memory="psd_gs.priors.analytic:memory"),
     "sd": PriorEntry(
         factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
         world="image", label="Stable Diffusion 2.1 base",
         help="any epsilon-prediction SD 1.x/2.x checkpoint through diffusers; TAESD decodes one-step guesses",
         files="psd_gs.priors.stable_diffusion:weight_files", memory="psd_gs.priors.stable_diffusion:memory",
+        retrieve="psd_gs.suite:clip_retrieval",
         needs_cuda=True),
 }
 
