@@ -1,7 +1,7 @@
 """Many objects on many GPUs: a batch of jobs as Ray tasks, written under one folder by the driver.
 
-``run_batch(jobs, out_dir)`` runs every job (``psd_gs.jobs``) as one Ray task (``psd_gs.worker.run_job``)
-and writes what each returns under ``out_dir``::
+``run_batch(jobs, out_dir)`` runs every job (``psd_gs.jobs``) as one Ray task (``psd_gs.worker.run_job``, on
+a ``JobRunner`` actor) and writes what each returns under ``out_dir``::
 
     out_dir/index.json               every job: its spec, status, attempts, errors, time, metrics, folder
     out_dir/runs/<job id>/           scene.ply, config.json, metrics.json, logs.json, mesh.glb, preview.png
@@ -10,16 +10,18 @@ and writes what each returns under ``out_dir``::
 
 Ray: without ``address`` it starts inside this process on this machine (``ray.init``, nothing to set
 up); ``address="auto"`` or ``"ray://host:10001"`` joins a running cluster, whose nodes need psd-gs
-installed. A task asks for one GPU where the cluster has GPUs (eight GPUs, eight objects at once) and
-for ``cpus_per_job`` CPUs otherwise. At most as many tasks are in flight as fit at once, so the
-running count is true and a cancel leaves nothing queued.
+installed. There is one runner per slot, an actor that asks for one GPU where the cluster has GPUs
+(eight GPUs, eight objects at once) and for ``cpus_per_job`` CPUs otherwise, and keeps its models
+between jobs. Each runner has one job at a time, so the running count is true and a cancel leaves
+nothing queued.
 
 Nothing is lost, nothing is done twice: index.json is rewritten atomically at every change of a
 job's status; a job already "done" (its folder complete) is skipped by a re-run, a "failed" one only
 with ``retry_failed``. A failure (an exception in the job, a run that stopped on NaN or out of
-memory, a worker process that died, Ray's out-of-memory kill) is retried up to ``retries`` times,
+memory, a runner process that died, Ray's out-of-memory kill) is retried up to ``retries`` times (a dead
+runner is replaced),
 then recorded as failed with every attempt's error (and a stopped run's last good scene is kept);
-it never stops the other jobs. Cancel (Ctrl-C, or ``cancel.set()``) cancels the tasks in flight,
+it never stops the other jobs. Cancel (Ctrl-C, or ``cancel.set()``) kills the runners in flight,
 records them "cancelled" (a re-run runs them) and leaves the index consistent.
 """
 
@@ -110,12 +112,12 @@ def error_line(err: BaseException) -> str:
 
 
 def task_options(resources: Dict[str, float], cpus_per_job: float) -> Dict[str, Any]:
-    """Ray options of one job: a GPU where the cluster has GPUs, else ``cpus_per_job`` CPUs. ``max_calls=0``
-    keeps worker processes (and their models) between tasks: Ray's default for GPU tasks is 1, a fresh
-    process per task. ``max_retries=0``: retries are the driver's, so the index sees each attempt."""
+    """Ray options of one runner: a GPU where the cluster has GPUs, else ``cpus_per_job`` CPUs. No restarts
+    and no retries by Ray (``max_restarts=0``, ``max_task_retries=0``): retries are the driver's, so the
+    index sees each attempt, and a dead runner is replaced by a new one."""
     if resources.get("GPU", 0) >= 1:
-        return {"num_gpus": 1, "num_cpus": 1, "max_calls": 0, "max_retries": 0}
-    return {"num_cpus": cpus_per_job, "max_calls": 0, "max_retries": 0}
+        return {"num_gpus": 1, "num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
+    return {"num_cpus": cpus_per_job, "max_restarts": 0, "max_task_retries": 0}
 
 
 def slots(resources: Dict[str, float], options: Dict[str, Any]) -> int:
@@ -123,6 +125,21 @@ def slots(resources: Dict[str, float], options: Dict[str, Any]) -> int:
     if options.get("num_gpus"):
         return max(1, int(resources.get("GPU", 0) // options["num_gpus"]))
     return max(1, int(resources.get("CPU", 1) // options["num_cpus"]))
+
+
+class JobRunner:
+    """The Ray actor that runs jobs, one per slot: its process keeps its models (``worker.MODELS``) and, on a
+    GPU node, its one GPU for its whole life. Plain tasks would not do: Ray starts a GPU task in a fresh
+    process by default, and a task process kept for reuse (``max_calls=0``) keeps the CUDA context of the
+    first GPU it was given while Ray may assign it another (ray-project/ray#29624)."""
+
+    def __init__(self, task: Optional[Callable[..., Dict[str, Any]]] = None):
+        from .worker import run_job
+
+        self.task = task or run_job
+
+    def run(self, job: Job, turntable: bool) -> Dict[str, Any]:
+        return self.task(job, turntable)
 
 
 def start_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:
@@ -153,8 +170,6 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
     import ray
     from tqdm import tqdm
 
-    from .worker import run_job
-
     if retries < 0:
         raise ValueError(f"retries {retries}: must be >= 0")
     out_dir = Path(out_dir)
@@ -168,32 +183,33 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
         todo.append(job)
     index.save()
 
-    # 2. Ray, and the task's resources
+    # 2. Ray, and one runner per slot
     started = start_ray(address, num_cpus)
     cancel = cancel or threading.Event()
-    in_flight: Dict[Any, Job] = {}
+    in_flight: Dict[Any, tuple] = {}  # task ref -> (job, runner)
+    idle: List[Any] = []
     try:
         options = task_options(ray.cluster_resources(), cpus_per_job)
-        remote = ray.remote(**options)(task or run_job)
-        width = slots(ray.cluster_resources(), options)
+        runner_cls = ray.remote(**options)(JobRunner)
+        idle += [runner_cls.remote(task) for _ in range(min(slots(ray.cluster_resources(), options), len(todo)))]
         queue = list(todo)
 
-        # 3. Keep ``width`` tasks in flight; write each result as it arrives
+        # 3. A job on every idle runner; write each result as it arrives
         with tqdm(total=len(todo), unit="job", disable=not progress, dynamic_ncols=True) as bar:
-            def submit(job: Job) -> None:
-                index.jobs[job["id"]].update(status="running", attempts=index.jobs[job["id"]]["attempts"] + 1,
-                                             started=time.time())
-                in_flight[remote.remote(job, turntable)] = job
-
             while (queue or in_flight) and not cancel.is_set():
-                while queue and len(in_flight) < width:
-                    submit(queue.pop(0))
+                while queue and idle:
+                    job, runner = queue.pop(0), idle.pop()
+                    entry = index.jobs[job["id"]]
+                    entry.update(status="running", attempts=entry["attempts"] + 1, started=time.time())
+                    in_flight[runner.run.remote(job, turntable)] = (job, runner)
                 index.save()
                 bar.set_postfix(running=len(in_flight), failed=index.counts()["failed"], refresh=False)
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    job = in_flight.pop(ref)
-                    if _finish(index, job, ref, retries):
+                    job, runner = in_flight.pop(ref)
+                    over, runner_died = _finish(index, job, ref, retries)
+                    idle.append(runner_cls.remote(task) if runner_died else runner)
+                    if over:
                         bar.update(1)
                     else:
                         queue.insert(0, job)  # retried at once, ahead of the rest
@@ -202,25 +218,29 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
         cancel.set()
         raise
     finally:
-        # 4. Cancelled (or interrupted): what is in flight is cancelled and recorded so; the index stays true
-        for ref, job in in_flight.items():
-            ray.cancel(ref, force=True)
+        # 4. Cancelled (or interrupted): the jobs in flight are recorded so; every runner goes (its resources
+        # back to a cluster that outlives the batch)
+        for job, runner in in_flight.values():
             index.jobs[job["id"]].update(status="cancelled")
         index.save()
+        for runner in idle + [runner for _, runner in in_flight.values()]:
+            ray.kill(runner)
         if started:
             ray.shutdown()
     return index
 
 
-def _finish(index: BatchIndex, job: Job, ref, retries: int) -> bool:
-    """Record a finished task; True when the job is over (done, or failed for good), False to retry it."""
+def _finish(index: BatchIndex, job: Job, ref, retries: int) -> tuple:
+    """Record a finished task; returns (whether the job is over: done, or failed for good; whether its runner
+    died and must be replaced)."""
     import ray
 
     entry = index.jobs[job["id"]]
+    died = False
     try:
         out = ray.get(ref)
     except Exception as err:  # noqa: BLE001 - a RayError, or the job's own: any failure of one job is that job's
-        out, error = None, error_line(err)
+        out, error, died = None, error_line(err), isinstance(err, ray.exceptions.RayActorError)
     else:
         error = out["error"]
     if error is not None:
@@ -228,7 +248,7 @@ def _finish(index: BatchIndex, job: Job, ref, retries: int) -> bool:
         if entry["attempts"] <= retries:
             entry["status"] = "pending"
             index.save()
-            return False
+            return False, died
     fields: Dict[str, Any] = {"status": "failed" if error else "done", "finished": time.time()}
     if out is not None:
         folder = write_run(index.out_dir, job["id"], out["files"])
@@ -239,7 +259,7 @@ def _finish(index: BatchIndex, job: Job, ref, retries: int) -> bool:
                          "evaluation": {k: v for k, v in metrics.get("evaluation", {}).items()
                                         if isinstance(v, (bool, int, float, str))}})
     index.set(job["id"], **fields)
-    return True
+    return True, died
 
 
 def batch_jobs(index: BatchIndex, status: str = "done") -> List[Dict[str, Any]]:

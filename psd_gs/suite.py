@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -79,10 +79,12 @@ def _runs(batch_dir: Path) -> List[Dict[str, Any]]:
 
 
 def evaluate_suite(batch_dir: str | Path, judges: Optional[Sequence[str]] = None, views: int = 8,
-                   resolution: Optional[int] = None, device: str = "auto") -> Dict[str, Any]:
+                   resolution: Optional[int] = None, device: str = "auto",
+                   load_reward: Optional[Callable[[str], Any]] = None) -> Dict[str, Any]:
     """Judge every done run of ``batch_dir`` (module docstring); returns what suite.json holds:
     {"judges", "prompts", "views", "retrieval", "runs": [{"id", "method", "prompt", "trained_with",
-    "scores": {judge: mean over views}, "r_precision"}], "methods": [table rows]}."""
+    "scores": {judge: mean over views}, "r_precision"}], "methods": [table rows]}. ``load_reward(name)``
+    gives the judges and the retriever's model (default: each reward's own weights on ``device``, loaded once)."""
     # 1. Check inputs: the runs, one world, the judges
     from .device import resolve_device
     from .evaluate import eval_cameras, render_views
@@ -101,7 +103,11 @@ def evaluate_suite(batch_dir: str | Path, judges: Optional[Sequence[str]] = None
     judges = suite_judges(world, judges)
     prompts = list(dict.fromkeys(r["cfg"].prompt for r in runs))
     device = resolve_device(device)
-    models = ModelCache(max_rewards=len(judges) + 1)
+    if load_reward is None:
+        models = ModelCache(max_rewards=len(judges) + 1)
+
+        def load_reward(name: str):
+            return models.reward(name, device)
     retrieve_ref = PRIORS[runs[0]["cfg"].prior.name].retrieve
 
     # 2. Render each run's views, score with its held-out judges, retrieve its prompt
@@ -115,11 +121,11 @@ def evaluate_suite(batch_dir: str | Path, judges: Optional[Sequence[str]] = None
         for judge in judges:
             if judge != cfg.reward:
                 with torch.no_grad():
-                    per_view = models.reward(judge, device).score(rgb.permute(0, 3, 1, 2), [cfg.prompt] * views)
+                    per_view = load_reward(judge).score(rgb.permute(0, 3, 1, 2), [cfg.prompt] * views)
                 scores[judge] = per_view.float().mean().item()
         r_prec = None
         if retrieve_ref and len(prompts) > 1:
-            matrix = resolve(retrieve_ref)(rgb, cams, prompts, lambda name: models.reward(name, device))
+            matrix = resolve(retrieve_ref)(rgb, cams, prompts, load_reward)
             r_prec = r_precision(matrix, prompts.index(cfg.prompt))
         results.append({"id": run["id"], "method": run["method"], "prompt": cfg.prompt, "trained_with": cfg.reward,
                         "scores": scores, "r_precision": r_prec})

@@ -3,9 +3,8 @@
 A worker may sit on another machine, so it never writes the driver's disk: the run goes into a
 temporary folder on the worker, its files are read back as bytes (``FILES``), the folder is removed,
 and the driver (``psd_gs.batch``) writes them under the batch folder. Models stay loaded between
-jobs: ``MODELS`` is this process's ``ModelCache``, and the batch asks Ray to keep its worker
-processes (``max_calls=0``; Ray's default for GPU tasks is one task per process, which would reload
-the prior for every job).
+jobs: ``MODELS`` is this process's ``ModelCache``, and the process is a ``batch.JobRunner`` actor's,
+which lives as long as the batch.
 
 A run that had to stop (repeated NaN, out of memory: ``GenerationError``) still returns what it
 wrote, with the error; anything else raises, and Ray hands the exception to the driver.

@@ -284,14 +284,14 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.mark.soak
 def test_soak_many_runs_keep_memory_and_temp_files_bounded(tmp_path_factory):
-    """PSD_GS_SOAK_RUNS short runs one after another through the API (CI: 8; `PSD_GS_SOAK_RUNS=30`
+    """PSD_GS_SOAK_RUNS short runs one after another through the API (CI: 6; `PSD_GS_SOAK_RUNS=30`
     for the full soak): the server's memory after them within 20% of after the first, and the files
     kept for downloads no more than --max-cached-files."""
     from gradio_client import Client
 
     from tests.app_server import PIDS
 
-    count = int(os.environ.get("PSD_GS_SOAK_RUNS", "8"))
+    count = int(os.environ.get("PSD_GS_SOAK_RUNS", "6"))
     tmp = tmp_path_factory.mktemp("app-soak")
     with start_app(tmp, tmp_path_factory.getbasetemp() / "psd_gs_cache", args=["--max-cached-files", "12"]) as (url, runs):
         client = Client(url, verbose=False)

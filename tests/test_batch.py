@@ -127,9 +127,9 @@ def test_an_empty_jobs_file_is_an_error(tmp_path):
         read_jobs(tmp_path / "empty.txt")
 
 
-def test_a_gpu_cluster_gives_each_job_a_gpu_and_keeps_its_workers():
+def test_a_gpu_cluster_gives_each_runner_a_gpu():
     gpu = task_options({"CPU": 16, "GPU": 8}, cpus_per_job=4)
-    assert gpu["num_gpus"] == 1 and gpu["max_calls"] == 0 and gpu["max_retries"] == 0
+    assert gpu["num_gpus"] == 1 and gpu["max_restarts"] == 0 and gpu["max_task_retries"] == 0
     assert slots({"CPU": 16, "GPU": 8}, gpu) == 8
     cpu = task_options({"CPU": 8}, cpus_per_job=2)
     assert "num_gpus" not in cpu and cpu["num_cpus"] == 2 and slots({"CPU": 8}, cpu) == 4
@@ -177,10 +177,10 @@ def test_a_killed_worker_is_retried(batch):
     killed = entry(out, KILL_PROMPT, "psd")
     assert killed["status"] == "done" and killed["attempts"] == 2
     assert len(killed["errors"]) == 1
-    assert "WorkerCrashedError" in killed["errors"][0], killed["errors"]
+    assert "ActorDiedError" in killed["errors"][0] and "died" in killed["errors"][0], killed["errors"]
 
 
-def test_models_load_once_per_worker(batch):
+def test_models_load_once_per_runner(batch):
     out, _, _ = batch
     per_worker = {}
     for e in BatchIndex(out).jobs.values():
@@ -262,7 +262,7 @@ def test_cancel_leaves_the_index_consistent_and_a_rerun_finishes(local_ray, tmp_
     assert time.perf_counter() - t0 < 15  # cancelled, not waited for
     counts = BatchIndex(tmp_path / "out").counts()
     assert counts["running"] == 0 and counts["done"] == 0
-    assert counts["cancelled"] == 2 and counts["pending"] == 4  # two slots were in flight
+    assert counts["cancelled"] == 2 and counts["pending"] == 4  # two runners were busy
     run_batch(jobs, tmp_path / "out", task=fake_result, progress=False)
     assert BatchIndex(tmp_path / "out").counts()["done"] == 6
 
@@ -288,3 +288,98 @@ def test_retry_failed_runs_only_the_failed_jobs(local_ray, tmp_path):
     assert index.counts()["done"] == 2
     red = next(k for k, e in index.jobs.items() if "red" in e["job"]["prompt"])
     assert index.jobs[red]["finished"] == done_at[red]  # the finished one was left alone
+
+
+def test_shapes_retrieval_finds_the_object_a_prompt_allows():
+    from psd_gs.evaluate import eval_cameras, render_views, shapes_retrieval
+    from psd_gs.priors.shapes_world import ShapesWorld
+    from psd_gs.suite import r_precision
+
+    world, cams = ShapesWorld(), eval_cameras(3, 32)
+    views = render_views(world.build(world.select("a red cube")[0]), cams, world.background)
+    scores = shapes_retrieval(views, cams, ["a blue sphere", "a red cube", "a cube"], world=world)
+    assert scores.shape == (3, 3) and (scores[:, 1] > 40).all()  # the object itself: near-exact
+    assert r_precision(scores, 1) == 1.0 and r_precision(scores, 0) == 0.0
+    assert r_precision(scores, 2) == 1.0  # "a cube" allows the red cube too: a tie counts
+
+
+# ---- the command line -----------------------------------------------------------------------------------
+
+
+def test_the_batch_and_suite_commands(local_ray, tmp_path, capsys):
+    from psd_gs.cli import main
+
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a red cube\na blue sphere\n")
+    sets = [a for key, value in SHORT.items() for a in ("--set", f"{key}={json.dumps(value)}")]
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "b"), "--methods", "psd,sds", "--quiet", *sets]) == 0
+    out = capsys.readouterr().out
+    assert "| psd | 2 | 2 | 0 |" in out and "| sds | 2 | 2 | 0 |" in out and "evaluate-suite" in out
+    assert (tmp_path / "b" / "summary.md").read_text() in out
+    assert (tmp_path / "b" / "contact_sheet.png").is_file()
+    assert main(["evaluate-suite", str(tmp_path / "b"), "--views", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| psd | 2 |" in out and "shapes-cool" in out and (tmp_path / "b" / "suite.md").is_file()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--methods", "psd,dreamfusion"], ["dreamfusion", "--methods"]),
+    (["--seeds", "0"], ["--seeds 0"]),
+    (["--set", "guidance.nope=1"], ["guidance.nope"]),
+    (["--set", "steps"], ["PATH=VALUE"]),
+    (["--preset", "sd"], ["CUDA"]),
+])
+def test_batch_refuses_bad_input_before_ray_starts(tmp_path, capsys, args, words):
+    from psd_gs.cli import main
+
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a red cube\n")
+    if "sd" in args:
+        jobs.write_text("a corgi\n")
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "b"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and all(w in err for w in words), err
+    assert not (tmp_path / "b").exists()
+
+
+def test_ctrl_c_cancels_a_batch_and_keeps_its_index(tmp_path):
+    """The whole command in a process group of its own, interrupted as a terminal's Ctrl-C would (SIGINT
+    to every process of the group, Ray's workers too) once its first job is done."""
+    import subprocess
+
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a red cube\na blue sphere\na yellow torus\na green cube\n")
+    sets = [a for key, value in (SHORT | {"steps": 150}).items() for a in ("--set", f"{key}={json.dumps(value)}")]
+    proc = subprocess.Popen([sys.executable, "-m", "psd_gs", "batch", str(jobs), "--out", str(tmp_path / "b"),
+                             "--cpus", "2", "--seeds", "2", "--quiet", *sets], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (tmp_path / "b" / "index.json").is_file() and BatchIndex(tmp_path / "b").counts()["done"] >= 1:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output
+    counts = BatchIndex(tmp_path / "b").counts()
+    assert counts["running"] == 0 and counts["done"] >= 1 and counts["done"] < 8, counts
+    assert "run the same command again" in output
+
+
+def test_a_dead_workers_temporary_run_folder_is_removed(tmp_path):
+    import subprocess
+
+    from psd_gs.worker import TMP_PREFIX, clean_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f"{TMP_PREFIX}{int(dead.stdout)}-abc"
+    alive = tmp_path / f"{TMP_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "someone-elses"
+    for folder in (gone, alive, other):
+        folder.mkdir()
+    clean_stale(str(tmp_path))
+    assert not gone.exists() and alive.exists() and other.exists()
