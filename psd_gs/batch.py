@@ -190,6 +190,9 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
     idle: List[Any] = []
     try:
         options = task_options(ray.cluster_resources(), cpus_per_job)
+        if options["num_cpus"] > ray.cluster_resources().get("CPU", 0):
+            raise ValueError(f"cpus_per_job {cpus_per_job} is more than the {ray.cluster_resources().get('CPU', 0):g} "
+                             f"CPUs Ray has: no job could start; lower --cpus-per-job")
         runner_cls = ray.remote(**options)(JobRunner)
         idle += [runner_cls.remote(task) for _ in range(min(slots(ray.cluster_resources(), options), len(todo)))]
         queue = list(todo)

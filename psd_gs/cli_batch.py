@@ -29,6 +29,11 @@ examples:
 
 def add_commands(sub) -> None:
     """The batch and evaluate-suite sub-commands."""
+    _add_batch(sub)
+    _add_suite(sub)
+
+
+def _add_batch(sub) -> None:
     p = sub.add_parser(
         "batch", formatter_class=_Formatter, epilog=BATCH_EXAMPLES,
         help="generate many objects at once on Ray (this machine, or a cluster): one task per job",
@@ -67,6 +72,8 @@ def add_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it on stderr)")
     p.set_defaults(func=cmd_batch)
 
+
+def _add_suite(sub) -> None:
     s = sub.add_parser(
         "evaluate-suite", formatter_class=_Formatter, epilog=BATCH_EXAMPLES,
         help="judge every finished run of a batch folder with rewards it was not trained with",

@@ -69,7 +69,7 @@ def _timed(fn: Callable, device: torch.device):
 
 def check_versions(device: torch.device) -> List[Row]:
     rows = [Row("python", "info", platform.python_version())]
-    for dist in ("torch", "gsplat", "diffusers", "transformers", "open_clip_torch", "gradio"):
+    for dist in ("torch", "gsplat", "diffusers", "transformers", "open_clip_torch", "gradio", "ray"):
         try:
             rows.append(Row(dist, "pass", metadata.version(dist)))
         except metadata.PackageNotFoundError:
@@ -236,6 +236,28 @@ def check_shapes_run(device: torch.device, workdir: Path, steps: int = 20) -> Li
                 f"{len(scene)} Gaussians, 32 px, .ply/metrics/turntable written" if ok else f"metrics: {m}")]
 
 
+def check_ray(device: torch.device) -> List[Row]:
+    """A local Ray instance starts, as `batch` starts one, and sees every GPU torch sees (a batch runs one
+    object per GPU it sees)."""
+    import logging
+
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        resources = ray.cluster_resources()
+    finally:
+        if started:
+            ray.shutdown()
+    cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+    want = torch.cuda.device_count() if device.type == "cuda" else 0
+    detail = "" if gpus >= want else (f"torch sees {want} GPUs and Ray {gpus}: a batch would leave GPUs idle; check "
+                                      f"CUDA_VISIBLE_DEVICES and that nvidia-smi works")
+    return [Row("Ray (batches)", "pass" if gpus >= want else "fail", f"{cpus} CPUs, {gpus} GPUs", detail)]
+
+
 def check_weights() -> List[Row]:
     """Which weights the local Hugging Face cache holds, per prior and per reward (fetch-weights' lists)."""
     from .config import PriorConfig
@@ -323,6 +345,7 @@ def run_checks(device: Optional[str] = None, workdir: Optional[Path] = None) -> 
                   ("gsplat vs PyTorch rasteriser", lambda: check_gsplat_against_torch(dev)),
                   ("guidance steps, tiny models", lambda: check_guidance_steps(dev, work)),
                   ("shapes world run", lambda: check_shapes_run(dev, work)),
+                  ("Ray (batches)", lambda: check_ray(dev)),
                   ("weights cache", check_weights),
                   ("SD + reward run", lambda: check_sd_run(dev, work))]
         return [row for name, fn in checks for row in _guarded(name, fn)]

@@ -35,12 +35,11 @@ def _threads() -> None:
     """Torch uses the CPUs Ray gave this task (it sets OMP_NUM_THREADS for the process, not torch)."""
     import torch
 
-    try:
-        import ray
+    import ray
 
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    except Exception:  # noqa: BLE001 - outside Ray (the loop of bench/batch_bench.py): keep torch's own
-        cpus = None
+    if not ray.is_initialized():  # outside Ray (the loop of bench/batch_bench.py): torch keeps its own
+        return
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")  # (asking would start Ray)
     if cpus:
         torch.set_num_threads(max(1, int(cpus)))
 
@@ -77,7 +76,7 @@ def front_view(scene, cfg, px: int = PREVIEW_PX) -> bytes:
 
 def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     """Run ``job`` (``psd_gs.jobs``) here; returns {"files": {name: bytes}, "metrics": dict, "error": str or
-    None, "seconds": float, "worker": {"host", "pid", "models_loaded"}}."""
+    None, "seconds": float, "worker": {"host", "pid", "models_loaded", "device", "gpus"}}."""
     global MODELS
     from .export import failure_line
     from .generate import GenerationError, run
@@ -107,4 +106,19 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
         files = {name: (folder / name).read_bytes() for name in FILES if (folder / name).is_file()}
     metrics = json.loads(files["metrics.json"]) if "metrics.json" in files else {}
     return {"files": files, "metrics": metrics, "error": error, "seconds": time.perf_counter() - t0,
-            "worker": {"host": socket.gethostname(), "pid": os.getpid(), "models_loaded": MODELS.loads}}
+            "worker": {"host": socket.gethostname(), "pid": os.getpid(), "models_loaded": MODELS.loads,
+                       "device": str(prior_device(cfg)), "gpus": _gpu_ids()}}
+
+
+def prior_device(cfg):
+    """The device this job ran on (``cfg.device`` resolved here, in the worker)."""
+    from .device import resolve_device
+
+    return resolve_device(cfg.device)
+
+
+def _gpu_ids() -> list:
+    """The GPUs Ray gave this process ([] outside Ray or without GPUs)."""
+    import ray
+
+    return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []

@@ -50,12 +50,19 @@ def close_pages(browser):
         context.close()
 
 
-def wait_drawn(page, selector: str, share: float = 0.01, timeout_s: float = 60.0) -> np.ndarray:
+def wait_drawn(page, selector: str, share: float = 0.01, timeout_s: float = 90.0) -> np.ndarray:
     """The element's pixels once more than ``share`` of them are drawn (a viewer loads and frames its file
-    over a few frames); the last screenshot if that never happens."""
+    over a few frames); the last screenshot if that never happens. A viewer may replace its canvas while
+    it loads (the Mesh tab gives its viewer the file again when selected): then look again."""
+    from playwright.sync_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout_s
+    img = np.zeros((1, 1, 3), np.uint8)
     while True:
-        img = pixels(page, selector)
+        try:
+            img = pixels(page, selector, timeout_ms=5_000)
+        except PlaywrightError:  # the canvas was detached between finding it and its screenshot
+            pass
         if drawn_share(img) > share or time.monotonic() > deadline:
             return img
         time.sleep(1.0)
@@ -74,9 +81,10 @@ def keep_screenshot(page, name: str, full_page: bool = False) -> None:
         page.screenshot(path=str(Path(folder) / name), full_page=full_page)
 
 
-def pixels(page, selector: str) -> np.ndarray:
+def pixels(page, selector: str, timeout_ms: float = 30_000) -> np.ndarray:
     """What the screen shows inside the element's box, [H, W, 3] uint8."""
-    return np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("RGB"))
+    shot = page.locator(selector).first.screenshot(timeout=timeout_ms)
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
 
 
 def drawn_share(img: np.ndarray) -> float:

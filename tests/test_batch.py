@@ -135,6 +135,14 @@ def test_a_gpu_cluster_gives_each_runner_a_gpu():
     assert "num_gpus" not in cpu and cpu["num_cpus"] == 2 and slots({"CPU": 8}, cpu) == 4
 
 
+def test_a_job_larger_than_the_cluster_is_refused(local_ray, tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("a red cube\n")
+    with pytest.raises(ValueError, match="cpus_per_job 3 is more than the 2 CPUs"):
+        run_batch(read_jobs(path), tmp_path / "out", cpus_per_job=3, progress=False)
+    assert BatchIndex(tmp_path / "out").counts()["pending"] == 1  # recorded, not lost
+
+
 def test_a_worker_cannot_write_outside_its_run_folder(tmp_path):
     with pytest.raises(ValueError, match="unexpected files"):
         write_run(tmp_path, "job", {"../../evil.sh": b"x"})

@@ -33,6 +33,7 @@ def test_doctor_passes_its_cpu_half_and_writes_json(tmp_path):
     for method in ("sds", "psd", "reward_grad"):
         assert rows[f"{method} step, tiny models"]["status"] == "pass"
     assert rows["shapes world, 20 PSD steps + export"]["status"] == "pass"
+    assert rows["Ray (batches)"]["status"] == "pass" and "CPUs" in rows["Ray (batches)"]["figure"]
     assert rows["gsplat vs PyTorch rasteriser"]["status"] == "skip"  # CUDA only
     assert rows["SD + reward, 10 PSD steps at 512 px"]["status"] == "skip"
     assert rows["weights: prior sd"]["figure"] == "0/14 files"  # an empty cache, named file by file

@@ -86,3 +86,27 @@ def test_doctor_passes_on_this_gpu(tmp_path):
                           cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(out.read_text())["ok"]
+
+
+def test_a_batch_gives_each_runner_one_gpu(tmp_path):
+    """Two short shapes jobs through a local Ray on this GPU host: each runs on CUDA, on the one GPU its
+    runner holds."""
+    import ray
+
+    from psd_gs.batch import BatchIndex, run_batch
+    from psd_gs.jobs import read_jobs
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red cube\na blue sphere\n")
+    jobs = read_jobs(path, overrides={"steps": 16, "camera.resolution": [[0.0, 32]], "scene.n_init": 300,
+                                      "mesh_resolution": 16, "device": "cuda"})
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        assert ray.cluster_resources().get("GPU", 0) >= 1
+        run_batch(jobs, tmp_path / "batch", progress=False)
+    finally:
+        ray.shutdown()
+    index = BatchIndex(tmp_path / "batch")
+    assert index.counts()["done"] == 2, index.jobs
+    for entry in index.jobs.values():
+        assert entry["worker"]["device"].startswith("cuda") and len(entry["worker"]["gpus"]) == 1
