@@ -98,7 +98,8 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
             result = run(cfg, prior=prior, reward=reward)
             folder, scene = result.out_dir, result.scene
         except GenerationError as err:  # stopped (NaN, out of memory): its last good scene is written
-            error = failure_line(err)
+            # its message names this temporary folder, which is about to go: the driver keeps the files
+            error = failure_line(err).split(". The last good scene is in")[0] + "; the last good scene is kept"
             folder = next(p for p in Path(tmp).iterdir() if p.is_dir())  # generate made it before it raised
             scene = load_ply(folder / "scene.ply") if (folder / "scene.ply").is_file() else None
         if scene is not None:

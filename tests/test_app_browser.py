@@ -68,8 +68,19 @@ def wait_drawn(page, selector: str, share: float = 0.01, timeout_s: float = 90.0
         time.sleep(1.0)
 
 
+# Headless Chromium draws WebGL on the CPU (SwiftShader), and the 3D viewers redraw at 60 frames a second
+# whether or not anything moves: one viewer on the page took 1.7 of this machine's 2 cores, starving the
+# app server under test (a Compare run outran the 300 s test timeout). Every animation frame is delayed
+# by 500 ms, so a viewer draws at most 2 frames a second: the same pictures, half the CPU (measured).
+SLOW_FRAMES = """
+const frame = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = (callback) => setTimeout(() => frame(callback), 500);
+"""
+
+
 def open_page(browser, url: str, width: int = 1400, height: int = 900, context=None):
     page = (context or browser.new_context(viewport={"width": width, "height": height})).new_page()
+    page.add_init_script(SLOW_FRAMES)
     page.goto(url)
     page.locator("#generate").wait_for()
     return page
@@ -102,12 +113,20 @@ def uncovered(page, selector: str) -> bool:
 
 
 def set_steps(page, steps: int) -> None:
-    """Open Settings, set the number of steps, close Settings again."""
+    """Open Settings, set the number of steps, close Settings again. The value is read back a moment later
+    and set again if something reset it (seen: a run of the preset's 400 steps where 100 were typed)."""
+    from playwright.sync_api import expect
+
     toggle = page.locator("#settings").get_by_text("Settings", exact=True)
     toggle.click()
     field = page.locator("#ctl-steps input")
-    field.fill(str(steps))
-    field.press("Tab")
+    for _ in range(3):
+        field.fill(str(steps))
+        field.press("Tab")
+        time.sleep(1.0)
+        if field.input_value() == str(steps):
+            break
+    expect(field).to_have_value(str(steps))
     toggle.click()
 
 

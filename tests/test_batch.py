@@ -391,3 +391,33 @@ def test_a_dead_workers_temporary_run_folder_is_removed(tmp_path):
         folder.mkdir()
     clean_stale(str(tmp_path))
     assert not gone.exists() and alive.exists() and other.exists()
+
+
+def test_a_run_stopped_by_nan_returns_its_last_good_scene_and_the_error(tmp_path, monkeypatch):
+    """run_job in this process (no Ray): the run stops on NaN; the job hands back the error and its last good
+    scene, not the worker's temporary folder, which is gone."""
+    import tempfile
+
+    from psd_gs.guidance.psd import PSDGuidance
+    from psd_gs.ply import load_ply
+
+    original = PSDGuidance.step
+
+    def nan_from_step_3(self, render, cams, step, total):
+        out = original(self, render, cams, step, total)
+        if step >= 3:
+            out.losses["sds"] = out.losses["sds"] * float("nan")
+        return out
+
+    monkeypatch.setattr(PSDGuidance, "step", nan_from_step_3)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = tmp_path / "p.txt"
+    path.write_text("a red cube\n")
+    (job,) = read_jobs(path, overrides=SHORT)
+    out = run_job(job)
+    assert out["error"].startswith("GenerationError: the loss or its gradients were not finite")
+    assert out["error"].endswith("the last good scene is kept") and "psd-gs-job" not in out["error"]
+    assert {"scene.ply", "metrics.json", "preview.png"} <= set(out["files"])
+    (tmp_path / "scene.ply").write_bytes(out["files"]["scene.ply"])
+    assert len(load_ply(tmp_path / "scene.ply")) > 0
+    assert not list(tmp_path.glob("psd-gs-job-*"))  # the temporary run folder is gone
