@@ -134,12 +134,22 @@ class JobRunner:
     first GPU it was given while Ray may assign it another (ray-project/ray#29624)."""
 
     def __init__(self, task: Optional[Callable[..., Dict[str, Any]]] = None):
+        import ray
+        import torch
+
         from .worker import run_job
 
         self.task = task or run_job
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:  # Ray sets OMP_NUM_THREADS for the process; torch's own pool follows the runner's CPUs too
+            torch.set_num_threads(max(1, int(cpus)))
+        self.gpus = [str(i) for i in ray.get_gpu_ids()]
 
     def run(self, job: Job, turntable: bool) -> Dict[str, Any]:
-        return self.task(job, turntable)
+        """The task's result with this runner's GPU ids added to its "worker" entry."""
+        out = self.task(job, turntable)
+        out["worker"]["gpus"] = self.gpus
+        return out
 
 
 def start_ray(address: Optional[str], num_cpus: Optional[int]) -> bool:

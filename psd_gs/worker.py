@@ -31,19 +31,6 @@ TMP_PREFIX = "psd-gs-job-"
 MODELS = None  # this worker's psd_gs.models.ModelCache, made on the first job
 
 
-def _threads() -> None:
-    """Torch uses the CPUs Ray gave this task (it sets OMP_NUM_THREADS for the process, not torch)."""
-    import torch
-
-    import ray
-
-    if not ray.is_initialized():  # outside Ray (the loop of bench/batch_bench.py): torch keeps its own
-        return
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")  # (asking would start Ray)
-    if cpus:
-        torch.set_num_threads(max(1, int(cpus)))
-
-
 def clean_stale(root: Optional[str] = None) -> None:
     """Remove the temporary run folders of worker processes that died mid-job (a killed worker cannot
     clean up after itself); folders are named by their process id."""
@@ -76,7 +63,8 @@ def front_view(scene, cfg, px: int = PREVIEW_PX) -> bytes:
 
 def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     """Run ``job`` (``psd_gs.jobs``) here; returns {"files": {name: bytes}, "metrics": dict, "error": str or
-    None, "seconds": float, "worker": {"host", "pid", "models_loaded", "device", "gpus"}}."""
+    None, "seconds": float, "worker": {"host", "pid", "models_loaded", "device"}}. Knows nothing of Ray: the
+    runner that calls it (``batch.JobRunner``) sets its threads and adds its GPU ids."""
     global MODELS
     from .export import failure_line
     from .generate import GenerationError, run
@@ -84,7 +72,6 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     from .ply import load_ply
 
     t0 = time.perf_counter()
-    _threads()
     cfg = job_config(job)
     cfg.turntable = turntable and cfg.turntable
     if MODELS is None:
@@ -108,7 +95,7 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     metrics = json.loads(files["metrics.json"]) if "metrics.json" in files else {}
     return {"files": files, "metrics": metrics, "error": error, "seconds": time.perf_counter() - t0,
             "worker": {"host": socket.gethostname(), "pid": os.getpid(), "models_loaded": MODELS.loads,
-                       "device": str(prior_device(cfg)), "gpus": _gpu_ids()}}
+                       "device": str(prior_device(cfg))}}
 
 
 def prior_device(cfg):
@@ -117,9 +104,3 @@ def prior_device(cfg):
 
     return resolve_device(cfg.device)
 
-
-def _gpu_ids() -> list:
-    """The GPUs Ray gave this process ([] outside Ray or without GPUs)."""
-    import ray
-
-    return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
