@@ -199,12 +199,13 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
     in_flight: Dict[Any, tuple] = {}  # task ref -> (job, runner)
     idle: List[Any] = []
     try:
-        options = task_options(ray.cluster_resources(), cpus_per_job)
-        if options["num_cpus"] > ray.cluster_resources().get("CPU", 0):
-            raise ValueError(f"cpus_per_job {cpus_per_job} is more than the {ray.cluster_resources().get('CPU', 0):g} "
+        resources = ray.cluster_resources()
+        options = task_options(resources, cpus_per_job)
+        if options["num_cpus"] > resources.get("CPU", 0):
+            raise ValueError(f"cpus_per_job {cpus_per_job} is more than the {resources.get('CPU', 0):g} "
                              f"CPUs Ray has: no job could start; lower --cpus-per-job")
         runner_cls = ray.remote(**options)(JobRunner)
-        idle += [runner_cls.remote(task) for _ in range(min(slots(ray.cluster_resources(), options), len(todo)))]
+        idle += [runner_cls.remote(task) for _ in range(min(slots(resources, options), len(todo)))]
         queue = list(todo)
 
         # 3. A job on every idle runner; write each result as it arrives

@@ -32,10 +32,10 @@ def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     return (rgb.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-def preview_image(scene: GaussianScene, cfg: RunConfig, res: int, bg: float = 1.0) -> np.ndarray:
-    """The scene from a fixed three-quarter view, uint8 [res, res, 3]."""
+def preview_image(scene: GaussianScene, cfg: RunConfig, res: int, bg: float = 1.0, azimuth: float = 30.0) -> np.ndarray:
+    """The scene from a fixed view (a three-quarter view by default; azimuth 0 is the front), uint8 [res, res, 3]."""
     cams = turntable(1, res, res, elevation=TURNTABLE_ELEVATION, radius=float(np.mean(cfg.camera.radius)),
-                     fovy=float(np.mean(cfg.camera.fovy)), start_azimuth=30.0).to(scene.device)
+                     fovy=float(np.mean(cfg.camera.fovy)), start_azimuth=azimuth).to(scene.device)
     with torch.no_grad():
         return to_uint8(rasterize(scene, cams, bg).rgb[0])
 

@@ -48,17 +48,10 @@ def clean_stale(root: Optional[str] = None) -> None:
 def front_view(scene, cfg, px: int = PREVIEW_PX) -> bytes:
     """PNG bytes of the scene seen from the front (azimuth 0, elevation 20), white background."""
     import imageio.v3 as iio
-    import numpy as np
-    import torch
 
-    from .cameras import turntable
-    from .export import TURNTABLE_ELEVATION, to_uint8
-    from .render import rasterize
+    from .export import preview_image
 
-    cams = turntable(1, px, px, elevation=TURNTABLE_ELEVATION, radius=float(np.mean(cfg.camera.radius)),
-                     fovy=float(np.mean(cfg.camera.fovy)), start_azimuth=0.0).to(scene.device)
-    with torch.no_grad():
-        return iio.imwrite("<bytes>", to_uint8(rasterize(scene, cams, 1.0).rgb[0]), extension=".png")
+    return iio.imwrite("<bytes>", preview_image(scene, cfg, px, azimuth=0.0), extension=".png")
 
 
 def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
@@ -66,6 +59,7 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     None, "seconds": float, "worker": {"host", "pid", "models_loaded", "device"}}. Knows nothing of Ray: the
     runner that calls it (``batch.JobRunner``) sets its threads and adds its GPU ids."""
     global MODELS
+    from .device import resolve_device
     from .export import failure_line
     from .generate import GenerationError, run
     from .models import ModelCache
@@ -95,12 +89,5 @@ def run_job(job: Job, turntable: bool = False) -> Dict[str, Any]:
     metrics = json.loads(files["metrics.json"]) if "metrics.json" in files else {}
     return {"files": files, "metrics": metrics, "error": error, "seconds": time.perf_counter() - t0,
             "worker": {"host": socket.gethostname(), "pid": os.getpid(), "models_loaded": MODELS.loads,
-                       "device": str(prior_device(cfg))}}
-
-
-def prior_device(cfg):
-    """The device this job ran on (``cfg.device`` resolved here, in the worker)."""
-    from .device import resolve_device
-
-    return resolve_device(cfg.device)
+                       "device": str(resolve_device(cfg.device))}}
 
