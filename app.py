@@ -24,7 +24,6 @@ import inspect
 import json
 import os
 import sys
-import threading
 import uuid
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -35,7 +34,8 @@ from psd_gs.config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_over
 from psd_gs.device import resolve_device
 from psd_gs.export import preview_image
 from psd_gs.fetch import prior_files, status
-from psd_gs.generate import CancelToken, GenerationError, Result, generate
+from psd_gs.generate import CancelToken, GenerationError, generate
+from psd_gs.live import LiveRun
 from psd_gs.memory import check_fits, default_budget, fitting_resolutions
 from psd_gs.models import ModelCache
 from psd_gs.priors.base import MissingWeightsError
@@ -46,6 +46,8 @@ from psd_gs.runs import RunFolderError, check_runs_root, clean_old_runs, recover
 from psd_gs.validate import validate
 
 TITLE = "psd-gs"
+SDS_TAG = "SDS pass (for Compare): "
+POLL_S = 0.4  # the page's handler takes the run's events this often; a cancel is answered within it
 RESOLUTIONS = {"shapes": ["32", "64", "128"], "sd": ["128", "256", "512"]}
 # Example rows (prompt, method, reward, seed, compare): the same prompt by PSD and by SDS side by side,
 # seeds where the two form different objects in this world (bench/RESULTS.md).
@@ -113,13 +115,18 @@ def prior_choices(world: str) -> List[Tuple[str, str]]:
     return out
 
 
-def make_config(world: str, runs_root: str, values: Mapping[str, object]) -> RunConfig:
+def make_config(world: str, runs_root: str, values: Mapping[str, object],
+                offered: Optional[List[int]] = None) -> RunConfig:
     """The page's values (config path -> value) on the world's preset, validated; ValueError names the first
-    bad one."""
+    bad one. ``offered``: the resolutions the page offers (px); another one is refused, naming them."""
     cfg = preset(world, out_dir=runs_root)
     values = dict(values)
     if "resolution" in values:
-        values["camera.resolution"] = [[0.0, values.pop("resolution")]]
+        size = values.pop("resolution")
+        if offered is not None and str(size).strip() not in [str(r) for r in offered]:
+            sizes = ", ".join(f"{r} px" for r in offered) or "none (the memory budget is too small)"
+            raise ValueError(f"resolution {size}: this page offers {sizes}; choose one of those")
+        values["camera.resolution"] = [[0.0, size]]
     if values.get("prompt") is None:
         values["prompt"] = ""
     return validate(apply_overrides(cfg, values))
@@ -200,7 +207,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                "guidance.method": [(e.label, name) for name, e in METHODS.items()],
                "reward": [(e.label, name) for name, e in world_rewards.items()],
                "resolution": [(f"{r} px", str(r)) for r in offered]}
-    if str(base.camera.resolution[-1][1]) not in choices["resolution"] and offered:
+    if base.camera.resolution[-1][1] not in offered and offered:  # the preset's size when it fits, else the largest
         fields["resolution"] = FieldInfo("resolution", str, str(offered[-1]), fields["resolution"].help)
     infos = {"guidance.method": METHODS[base.guidance.method].help, "reward": REWARDS[base.reward].help}
     cache = ModelCache()  # models stay loaded between clicks (and for Compare's SDS pass)
@@ -304,7 +311,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             is refused here, in milliseconds, naming the sizes that would."""
             verdicts = [gr.validate(True, "") for _ in range(3 + len(values))]
             try:
-                cfg = make_config(world, runs_root, dict(zip(paths, values)))
+                cfg = make_config(world, runs_root, dict(zip(paths, values)), offered)
                 check_fits(cfg, budget, with_weights=not cache.has(cfg), resolutions=sizes)
             except ValueError as err:
                 where = setting_of(err, paths)
@@ -328,67 +335,71 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
             serve.prune(serve.SERVE_DIR, max_age_hours * 3600.0, max_cached_files)
             serve.prune(serve.gradio_cache(), max_age_hours * 3600.0, max_cached_files)
 
-        def run(state, token, compare_on, *values, request: gr.Request = None):
-            owner = owner_of(token, request)
-            cfg = make_config(world, runs_root, dict(zip(paths, values)))  # checked by the validator already
-            tidy()
-            cancel = state["cancel"] = CancelToken()
-            yield {go: gr.update(interactive=False), results: gr.Tabs(visible=False), summary: "",
-                   status_box: ui.status_html("Loading the models (kept for later runs)..."),
-                   preview: ui.placeholder_html("The live render appears after the first steps", 330)}
+        def passes_of(cfg: RunConfig, compare_on: bool) -> List[Tuple[str, RunConfig]]:
+            """(tag, config) of each pass: the run, then SDS with the same seed when Compare is on."""
             passes = [("", cfg)]
             if compare_on and cfg.guidance.method != "sds":
                 sds_cfg = RunConfig.from_dict(cfg.to_dict())
                 sds_cfg.guidance.method = "sds"
-                passes.append(("SDS pass (for Compare): ", sds_cfg))
-            results_by_tag: Dict[str, Result] = {}
+                passes.append((SDS_TAG, sds_cfg))
+            return passes
+
+        def work(passes: List[Tuple[str, RunConfig]], cancel: CancelToken, owner: str):
+            """The run's own thread (``LiveRun``): per pass, the models (loaded once, kept), then generate()'s
+            events, each as (tag, event, the prior's status line); a string while models load."""
             for tag, run_cfg in passes:
-                history_rows: List[Dict[str, float]] = []
-                clock, window_end = ui.StepClock(), plots.window_end_step(run_cfg)
-                try:
-                    prior, reward = cache.for_run(run_cfg)
-                    if reward is None:  # the SD world's SDS: still measure the reward the page shows
-                        reward = cache.reward(run_cfg.reward, resolve_device(run_cfg.device))
-                    events = generate(run_cfg, prior, reward, cancel=cancel, owner=owner)
-                    for event in events:
-                        if isinstance(event, Result):
-                            results_by_tag[tag] = event
-                            continue
-                        history_rows.extend(event.history)
-                        left = clock.left(event.step, event.total)
-                        if event.preview is None and not clock.due_status():
-                            continue  # the status line at most 5 times a second: each update costs the server
-                        update = {status_box: ui.status_html(ui.step_text(tag, event.step, event.total, event.elapsed,
-                                                                          left, event.n_gaussians),
-                                                             event.step, event.total)}
-                        if event.preview is not None:  # inline images: nothing left behind in a cache
-                            update[preview] = ui.image_html(event.preview, "live render", 320)
-                            if clock.due_chart() or event.step == event.total:  # charts at most every 2 s
-                                rplot, lplot = plots.run_plots(history_rows, run_cfg.steps, window_end)
-                                update.update({reward_plot: ui.image_html(rplot, "reward chart"),
-                                               loss_plot: ui.image_html(lplot, "loss chart")})
-                        yield update
-                except GeneratorExit:  # the request was cancelled: the run writes what exists (scene, metrics,
-                    # turntable, mesh: seconds) in a thread of its own, not in the server's event loop, which
-                    # closes this generator and must keep answering everyone else meanwhile
-                    threading.Thread(target=events.close, name="export-cancelled-run").start()
-                    raise
-                except (ValueError, GenerationError, MissingWeightsError, RunFolderError, OSError) as err:
-                    text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-                    text = serve.public_message(text, [root])  # no server paths for the user
-                    gr.Warning(ui.esc(text))
-                    yield {status_box: ui.status_html(f"Error: {text}", error=True), go: gr.update(interactive=True)}
-                    return
+                if not cache.has(run_cfg):
+                    yield f"{tag}Loading the models (kept for later runs)..."
+                prior, reward = cache.for_run(run_cfg)
+                if reward is None:  # the SD world's SDS: still measure the reward the page shows
+                    reward = cache.reward(run_cfg.reward, resolve_device(run_cfg.device))
+                for event in generate(run_cfg, prior, reward, cancel=cancel, owner=owner):
+                    yield tag, event, prior.status()
                 if cancel.is_set():
-                    break
+                    return
+
+        def run(state, token, compare_on, *values, request: gr.Request = None):
+            owner = owner_of(token, request)
+            cfg = make_config(world, runs_root, dict(zip(paths, values)), offered)  # checked by the validator
+            tidy()
+            cancel = state["cancel"] = CancelToken()
+            yield {go: gr.update(interactive=False), results: gr.Tabs(visible=False), summary: "",
+                   status_box: ui.status_html("Starting..."),
+                   preview: ui.placeholder_html("The live render appears after the first steps", 330)}
+            passes = passes_of(cfg, compare_on)
+            live = LiveRun(lambda: work(passes, cancel, owner))
+            page = ui.LivePage(cancel, passes)
+            shown = {"status": status_box, "preview": preview, "reward_plot": reward_plot, "loss_plot": loss_plot}
+            try:
+                while not live.ended:  # one short poll per next(): a cancelled request is answered within it
+                    events, _ = live.poll(POLL_S)
+                    update = {shown[name]: value for name, value in page.absorb(events).items()}
+                    yield update or {status_box: gr.skip()}  # nothing new: still hand control back
+            except GeneratorExit:  # the request was cancelled (a client's cancel, a closed page): the run's own
+                cancel.set()  # thread ends its step and writes what exists (scene, metrics, turntable, mesh)
+                raise
+            if live.error is not None:
+                err = live.error
+                if not isinstance(err, (ValueError, GenerationError, MissingWeightsError, RunFolderError, OSError)):
+                    raise err
+                text = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                text = serve.public_message(text, [root])  # no server paths for the user
+                gr.Warning(ui.esc(text))
+                yield {status_box: ui.status_html(f"Error: {text}", error=True), go: gr.update(interactive=True)}
+                return
+            results_by_tag = page.results
+            if "" not in results_by_tag:  # stopped while the models loaded: nothing was made
+                yield {status_box: ui.status_html("Stopped before the first step: nothing was made."),
+                       go: gr.update(interactive=True)}
+                return
             main = results_by_tag[""]
             update = show(cfg, main.metrics, main.out_dir)
             if len(results_by_tag) > 1:  # the live render shows the SDS pass now: show this method's object again
                 update[preview] = ui.image_html(preview_image(main.scene, cfg, cfg.camera.resolution[-1][1]),
                                                 "live render", 320)
             update[status_box] = ui.status_html("Done." if not main.cancelled else "Stopped: this is what existed.")
-            if "SDS pass (for Compare): " in results_by_tag:
-                other = results_by_tag["SDS pass (for Compare): "]
+            if SDS_TAG in results_by_tag:
+                other = results_by_tag[SDS_TAG]
                 chart = ui.compare_plot(cfg.guidance.method, main.metrics, other.metrics)
                 main_ply, sds_ply = serve.serve_copies([main.ply_path, other.ply_path])
                 update.update({compare_md: ui.compare_words(cfg.guidance.method, main.metrics, other.metrics),

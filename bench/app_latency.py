@@ -1,19 +1,28 @@
-"""Time from a Generate click to the first live image in the app, first click and later clicks.
+"""What a user waits for in the app: the first live image after a click (cold and warm), and what the page
+costs a run (the same run through the page in Chromium and through the API).
 
-    .venv/bin/python bench/app_latency.py [--clicks 3] [--steps 40]
+    .venv/bin/python bench/app_latency.py [--steps 400] [--repo PATH] [--skip-page]
 
-Starts ``app.py`` (shapes world) on a free 127.0.0.1 port, submits the /generate endpoint through
-gradio_client as the page does, and times each submission until the first update that carries a live
-render (the first preview, after ``preview_every`` = 10 steps). The first click loads the prior and the
-reward; later clicks reuse them (``psd_gs.models.ModelCache``). Prints a table; stops the server.
+Starts ``app.py`` of ``--repo`` (default: this checkout; another checkout measures "before") in the shapes
+world on a free 127.0.0.1 port with an empty ``$PSD_GS_CACHE``, and measures, with the page's own defaults
+for every control (read from the API, as the page holds them):
+
+1. cold click (API): the first Generate of a fresh server with an empty model cache, time to the first
+   update that carries a live render, and to the end of the run;
+2. warm click (API): the same again, models and pose grid in memory;
+3. the same run with a page attached: Debian's Chromium (Playwright) opens the page, clicks Generate with
+   its defaults and waits for "Done."; then once more through the API. Both runs' own seconds per step
+   come from their metrics.json.
+
+Prints a Markdown table; stops the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +31,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -43,46 +53,86 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     raise SystemExit("app.py did not answer")
 
 
+def api_click(client, controls: list) -> dict:
+    """One /generate submission: seconds to the first live render and to the end."""
+    t0 = time.perf_counter()
+    job = client.submit(*controls, api_name="/generate")
+    first = None
+    for update in job:
+        if first is None and update[1] and "<img" in str(update[1]):  # outputs[1] is the live render
+            first = time.perf_counter() - t0
+    return {"first": first, "total": time.perf_counter() - t0}
+
+
+def newest_metrics(runs: Path) -> dict:
+    folder = max((p for p in runs.iterdir() if (p / "metrics.json").exists()), key=lambda p: p.stat().st_mtime)
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def page_click(url: str, timeout_s: float = 900.0) -> dict:
+    """Generate clicked on the page with its defaults: seconds to the first live render and to "Done."."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                      "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.locator("#generate").wait_for()
+        time.sleep(2.0)  # the page settles (its history loads)
+        t0 = time.perf_counter()
+        page.locator("#generate").click()
+        page.locator("#preview img").wait_for(timeout=timeout_s * 1000)
+        first = time.perf_counter() - t0
+        page.locator("#status").get_by_text("Done.").wait_for(timeout=timeout_s * 1000)
+        total = time.perf_counter() - t0
+        browser.close()
+    return {"first": first, "total": total}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clicks", type=int, default=3, help="Generate clicks, one after another (default: 3)")
-    p.add_argument("--steps", type=int, default=40, help="steps per run (default: 40)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the page's own)")
+    p.add_argument("--repo", default=str(REPO), help="the checkout whose app.py is measured (default: this one)")
+    p.add_argument("--skip-page", action="store_true", help="no browser run")
     args = p.parse_args(argv)
     from gradio_client import Client
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=os.environ.get("PSD_GS_CACHE", f"{tmp}/cache"))
+        port, runs = free_port(), Path(tmp) / "runs"
+        env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=f"{tmp}/cache", GRADIO_ANALYTICS_ENABLED="False")
         proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs",
-                                 f"{tmp}/runs"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                 str(runs)], cwd=args.repo, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}/"
             wait_for(url, proc)
             client = Client(url, verbose=False)
-            # the page's own defaults for every control, with a few set by their label
             params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
-            chosen = {"Prompt": "a sphere", "Steps": args.steps, "Resolution": "64"}
-            controls = [chosen.get(q["label"], q.get("parameter_default")) for q in params]
+            defaults = {q["label"]: q.get("parameter_default") for q in params}
+            controls = [q.get("parameter_default") for q in params]
             controls[0] = False  # "Compare" off
+            if args.steps:
+                controls[[q["label"] for q in params].index("Steps")] = args.steps
+            res, steps = defaults.get("Resolution"), args.steps or defaults.get("Steps")
             rows = []
-            for click in range(1, args.clicks + 1):
-                t0 = time.perf_counter()
-                job = client.submit(*controls, api_name="/generate")
-                first = None
-                for update in job:
-                    if first is None and update[1] is not None:  # outputs[1] is the live render
-                        first = time.perf_counter() - t0
-                total = time.perf_counter() - t0
-                rows.append((click, first, total))
-            print(f"app latency, shapes world, {args.steps} steps at 64 px, first preview after 10 steps")
-            print("| click | to first live image, s | whole run, s |")
-            print("|---:|---:|---:|")
-            for click, first, total in rows:
-                print(f"| {click} | {first:.2f} | {total:.2f} |")
-            later = [first for click, first, _ in rows if click > 1]
-            if later:
-                print(f"later clicks, median to first image: {statistics.median(later):.2f} s")
+            cold = api_click(client, controls)
+            rows.append(("cold click, API (empty model cache)", cold, newest_metrics(runs)))
+            warm = api_click(client, controls)
+            rows.append(("warm click, API", warm, newest_metrics(runs)))
+            if not args.skip_page:
+                if args.steps:
+                    print("note: the page runs its own default steps", file=sys.stderr)
+                page = page_click(url)
+                rows.append(("warm click, page in Chromium", page, newest_metrics(runs)))
+                again = api_click(client, controls)
+                rows.append(("warm click, API (after the page)", again, newest_metrics(runs)))
+            print(f"app latency, shapes world, the page's defaults: {steps} steps at {res} px ({args.repo})")
+            print("| click | to first live image, s | whole run, s | run's s/step | steps done |")
+            print("|---|---:|---:|---:|---:|")
+            for name, t, m in rows:
+                first = f"{t['first']:.2f}" if t["first"] is not None else "none"
+                print(f"| {name} | {first} | {t['total']:.1f} | {m['seconds_per_step']:.3f} | {m['steps_done']} |")
         finally:
             proc.terminate()
             proc.wait(timeout=20)

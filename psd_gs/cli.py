@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -656,6 +657,12 @@ def _is_expected(error: BaseException) -> bool:
     return isinstance(error, (MissingWeightsError, GenerationError, RunFolderError))
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of a closed pipe raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line with ``argv`` (default: sys.argv[1:]); returns the exit code."""
     parser = build_parser()
@@ -663,8 +670,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, argparse errors (already printed)
         return e.code if isinstance(e.code, int) else EXIT_ERROR
+    except BrokenPipeError:  # --help into a closed pipe
+        quiet_stdout()
+        return 0
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`| head`, `| less` quit): end quietly, as other tools do
+        quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CANCELLED

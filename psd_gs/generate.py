@@ -18,7 +18,8 @@ Failure handling: a step whose loss or gradients are not finite is skipped and l
 after the failed step's tensors are dropped and the CUDA cache is emptied. In both cases the last good
 scene and the metrics are still written (scene.ply is never written with NaNs; a turntable that fails
 too is only noted in metrics.json), and the error names the folder. ``cancel.set()`` ends the run
-after the current step, with a Result (``cancelled=True``) holding what exists so far.
+after the current step, with a Result (``cancelled=True``) holding what exists so far; set while the
+models load (before the run folder exists), it ends the run with no folder and no Result.
 
 Host syncs: a step waits for the GPU once, for its finiteness check. Guidance logs stay on the device
 as tensors and become floats in one batch at preview steps (and the last step); t is drawn on the CPU;
@@ -282,6 +283,8 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     if reward is None and METHODS[cfg.guidance.method].needs_reward:
         reward = load_reward(cfg.reward, device=device)
     guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
+    if cancel.is_set() and resume is None:
+        return  # cancelled while the models loaded: nothing was made, so nothing is written (no Result)
     if resume is None:
         out_dir = new_run_dir(cfg.out_dir, cfg.prompt, cfg.guidance.method, cfg.seed)  # marked INCOMPLETE
         (out_dir / "config.json").write_text(cfg.to_json())

@@ -40,15 +40,7 @@ class StepClock:
 
     def __init__(self, window: int = 20, chart_every: float = 2.0):
         self.marks: Deque[Tuple[int, float]] = deque(maxlen=window)
-        self.chart_every, self.last_chart, self.last_status = chart_every, float("-inf"), float("-inf")
-
-    def due_status(self, now: Optional[float] = None, every: float = 0.2) -> bool:
-        """Whether the status line should be updated now (at most every ``every`` seconds)."""
-        now = time.perf_counter() if now is None else now
-        if now - self.last_status < every:
-            return False
-        self.last_status = now
-        return True
+        self.chart_every, self.last_chart = chart_every, float("-inf")
 
     def due_chart(self, now: Optional[float] = None) -> bool:
         """Whether the charts should be redrawn now (at most every ``chart_every`` seconds: drawing them
@@ -77,6 +69,59 @@ def status_html(text: str, step: int = 0, total: int = 0, error: bool = False) -
 def step_text(tag: str, step: int, total: int, elapsed: float, left: Optional[float], n_gaussians: int) -> str:
     eta = f"about {left:.0f} s left" if left is not None else "estimating the time left"
     return f"{tag}step {step} / {total} · {elapsed:.1f} s elapsed · {eta} · {n_gaussians} Gaussians"
+
+
+class LivePage:
+    """What the page shows of a live run, from the events its thread hands over (``psd_gs.live``): at most
+    one status line, one live render and one pair of charts per poll, however many steps came in between.
+
+    passes: (tag, RunConfig) of each pass ("" for the run, a tag such as "SDS pass: " for Compare's).
+    Events: a string (a phase such as loading the models), or (tag, Progress | Result, the prior's status).
+    ``absorb`` returns HTML by output name: "status", "preview", "reward_plot", "loss_plot".
+    """
+
+    def __init__(self, cancel, passes: List[Tuple[str, RunConfig]]):
+        self.cancel = cancel
+        self.cfgs = dict(passes)
+        self.results: Dict[str, object] = {}  # tag -> generate()'s Result
+        self.rows: List[Dict[str, float]] = []  # the current pass's per-step logs, for the charts
+        self.tag: Optional[str] = None
+        self.clock = StepClock()
+
+    def absorb(self, events: List[object]) -> Dict[str, str]:
+        from . import plots
+
+        out: Dict[str, str] = {}
+        latest, note = None, ""
+        for event in events:
+            if isinstance(event, str):
+                out["status"] = status_html(event)
+                continue
+            tag, item, note = event
+            if tag != self.tag:  # a new pass: its own clock and charts
+                self.tag, self.rows, self.clock = tag, [], StepClock()
+            if hasattr(item, "scene"):  # a Result
+                self.results[tag] = item
+                continue
+            self.rows.extend(item.history)
+            latest = item
+            if item.preview is not None:
+                out["preview"] = image_html(item.preview, "live render", 320)
+        if latest is not None:
+            left = self.clock.left(latest.step, latest.total)
+            text = step_text(self.tag, latest.step, latest.total, latest.elapsed, left, latest.n_gaussians)
+            if self.cancel.is_set():
+                text = f"Stopping: writing what exists so far (scene, turntable, mesh) · {text}"
+            elif latest.step == latest.total:
+                text += " · writing the splat, turntable and mesh"
+            elif note:
+                text += f" · {note}"
+            out["status"] = status_html(text, latest.step, latest.total)
+            cfg = self.cfgs[self.tag]
+            if latest.step == latest.total or self.clock.due_chart():  # charts at most every 2 s
+                reward, loss = plots.run_plots(self.rows, cfg.steps, plots.window_end_step(cfg))
+                out["reward_plot"], out["loss_plot"] = image_html(reward, "reward chart"), image_html(loss, "loss chart")
+        return out
 
 
 # ---- images -------------------------------------------------------------------------------------

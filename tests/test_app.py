@@ -228,15 +228,39 @@ def test_uploads_are_capped(server):
     assert big.status_code in (400, 413), big.text[:200]
 
 
-def test_a_request_that_would_not_fit_in_memory_is_refused_at_once(server):
+def test_a_resolution_the_page_does_not_offer_is_refused_at_once(server):
+    """The API takes what the page offers and nothing else: 512 px (never offered in the shapes world) is
+    refused by the validator in well under 2 s, naming the sizes that are offered."""
     from gradio_client import Client
 
-    url, _ = server
+    url, runs = server
     client = Client(url, verbose=False)
-    t0 = time.perf_counter()
-    with pytest.raises(Exception, match=r"resolution: camera.resolution: this run needs about .* GB"):
-        call(client, resolution="2048")
-    assert time.perf_counter() - t0 < 5.0  # the validator's answer, not a run (round trip included)
+    before = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    for size in ("512", "48"):
+        t0 = time.perf_counter()
+        with pytest.raises(Exception, match=rf"resolution {size}: this page offers 32 px, 64 px, 128 px"):
+            call(client, resolution=size)
+        assert time.perf_counter() - t0 < 2.0  # the validator's answer, not a run (round trip included)
+    assert (sorted(p.name for p in runs.iterdir()) if runs.exists() else []) == before
+
+
+def test_a_request_that_would_not_fit_in_memory_is_refused_at_once(monkeypatch):
+    """Memory is checked again at each request (the server may have grown since the page was built): an
+    offered size that no longer fits is refused by the validator, naming what would."""
+    import psd_gs.memory as memory
+
+    monkeypatch.setattr(memory, "in_use", lambda device: int(0.2 * 2 ** 30))
+    demo = app.build_demo("shapes", "test", runs_root="unused", budget=int(1.5 * 2 ** 30))
+    check = next(f.validator for f in demo.fns.values() if f.name == "run")
+    values = {app.api_name(k): v for k, v in {**SETTINGS, "resolution": "128"}.items()}
+    names = list(app.inspect.signature(check).parameters)[3:]
+    verdicts = check({}, "token", False, *[values[n] for n in names])
+    assert all(v["is_valid"] for v in verdicts)
+    monkeypatch.setattr(memory, "in_use", lambda device: int(0.8 * 2 ** 30))  # the process grew meanwhile
+    verdicts = check({}, "token", False, *[values[n] for n in names])
+    bad = [v for v in verdicts if not v["is_valid"]]
+    assert len(bad) == 1 and verdicts[3 + app.SETTINGS.index("resolution") + len(app.MAIN)]["is_valid"] is False
+    assert "this run needs about" in bad[0]["message"] and "32 px, 64 px would fit" in bad[0]["message"]
 
 
 def test_a_cancelled_request_leaves_a_complete_folder(server):
@@ -251,7 +275,9 @@ def test_a_cancelled_request_leaves_a_complete_folder(server):
     while time.monotonic() < deadline and not [p for p in runs.iterdir() if p.name not in before]:
         time.sleep(0.2)
     time.sleep(2)
-    job.cancel()
+    t0 = time.perf_counter()
+    job.cancel()  # a POST the server answers once the handler lets go: within a poll, not after a step
+    assert time.perf_counter() - t0 < 2.0
     (folder,) = [p for p in runs.iterdir() if p.name not in before]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (folder / "INCOMPLETE").exists():
@@ -259,6 +285,69 @@ def test_a_cancelled_request_leaves_a_complete_folder(server):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert not (folder / "INCOMPLETE").exists() and metrics["cancelled"] and 0 < metrics["steps_done"] < 3000
     assert (folder / "scene.ply").exists() and (folder / "turntable.mp4").exists()
+
+
+def test_a_cancel_is_answered_at_once_while_models_load_and_while_outputs_are_written(monkeypatch, tmp_path):
+    """The phases a run spends outside its steps: a preparation that takes long (Stable Diffusion's load
+    takes minutes; here the shapes prior's, held by the test) and the export. A client's cancel is answered
+    within 2 s in both; a run cancelled before its first step leaves no folder, one cancelled while it
+    writes its outputs ends complete."""
+    import threading
+
+    from gradio_client import Client
+
+    import psd_gs.generate as gen_mod
+    from psd_gs.priors.analytic import AnalyticPrior
+    from tests.app_server import free_port
+
+    monkeypatch.setenv("PSD_GS_CACHE", str(tmp_path / "cache"))
+    held, release = threading.Event(), threading.Event()
+    phase = {"name": "prepare"}
+    prepare, export = AnalyticPrior.prepare, gen_mod._export
+
+    def slow_prepare(self, cfg):
+        if phase["name"] == "prepare":
+            held.set()
+            release.wait(60)
+        prepare(self, cfg)
+
+    def slow_export(*args, **kwargs):
+        if phase["name"] == "export":
+            held.set()
+            release.wait(60)
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(AnalyticPrior, "prepare", slow_prepare)
+    monkeypatch.setattr(gen_mod, "_export", slow_export)
+    runs = tmp_path / "runs"
+    demo = app.build_demo("shapes", "test", runs_root=str(runs))
+    demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        values = {app.api_name(k): v for k, v in {**SETTINGS, "steps": 3}.items()}
+        for name in ("prepare", "export"):
+            phase["name"] = name
+            held.clear()
+            release.clear()
+            job = Client(demo.local_url, verbose=False).submit(owner_token=name, compare=False, **values,
+                                                              api_name="/generate")
+            assert held.wait(60), f"the run never reached its {name} phase"
+            time.sleep(1.0)  # the handler is polling
+            t0 = time.perf_counter()
+            job.cancel()
+            assert time.perf_counter() - t0 < 2.0, f"a cancel while the run is in its {name} phase waited"
+            release.set()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(t.name == "psd-gs-run" for t in threading.enumerate()):
+                time.sleep(0.2)
+            folders = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+            if name == "prepare":
+                assert folders == []  # nothing was made, so nothing is left
+            else:
+                (folder,) = folders
+                assert not (folder / "INCOMPLETE").exists() and (folder / "scene.ply").exists()
+    finally:
+        release.set()
+        demo.close()
 
 
 def test_the_server_removes_half_made_runs_when_it_starts(tmp_path_factory):

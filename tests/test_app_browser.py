@@ -24,9 +24,18 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 RUN_TIMEOUT_MS = 240_000
 
 
+FIRST_IMAGE_S = 10.0 * (2 if os.environ.get("CI") else 1)  # issue 21's goal; twice that on a loaded CI machine
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with start_app(tmp_path_factory.mktemp("app-browser"), tmp_path_factory.getbasetemp() / "psd_gs_cache") as served:
+def server_cache(tmp_path_factory):
+    """The module's server starts with an empty model cache, as a new user's does."""
+    return tmp_path_factory.mktemp("app-browser-cache")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, server_cache):
+    with start_app(tmp_path_factory.mktemp("app-browser"), server_cache) as served:
         yield served
 
 
@@ -156,6 +165,35 @@ def test_first_screen_holds_the_prompt_generate_live_render_and_plots(browser, s
         assert box and box["x"] >= 0 and box["y"] >= 0, selector
         assert box["x"] + box["width"] <= 1400 and box["y"] + box["height"] <= 900, f"{selector} is below the fold"
     assert drawn_share(pixels(page, "#reward-plot")) > 0.02  # the charts draw their axes from the start
+    page.context.close()
+
+
+def test_the_first_click_on_a_fresh_install_shows_the_object_within_seconds(browser, server, server_cache):
+    """A new user: empty model cache, the page's defaults (which are the preset's), first click. The first
+    live image is on screen within 10 s (issue 21)."""
+    from psd_gs.config import preset
+
+    url, _ = server
+    assert not list(server_cache.iterdir()), "this test needs the server's first run on an empty cache"
+    page = open_page(browser, url)
+    page.locator("#settings").get_by_text("Settings", exact=True).click()
+    shown = {name: page.locator(f"#ctl-{name} input").first.input_value() for name in ("steps", "resolution")}
+    base = preset("shapes")
+    assert shown == {"steps": str(base.steps), "resolution": f"{base.camera.resolution[-1][1]} px"}, shown
+    assert page.locator("#prompt textarea").input_value() == "a sphere"
+    assert drawn_share(pixels(page, "#preview")) < 0.05  # the placeholder: a dashed box and a line of text
+    click_generate(page)
+    t0 = time.monotonic()
+    while True:  # what the screen shows inside the live render's box: an object, once the first render arrives
+        if page.locator("#preview img").count() and drawn_share(pixels(page, "#preview", timeout_ms=5_000)) > 0.05:
+            break
+        assert time.monotonic() - t0 < FIRST_IMAGE_S, "no live image within the first seconds of a fresh install"
+        time.sleep(0.2)
+    first_image_s = time.monotonic() - t0
+    print(f"first live image {first_image_s:.1f} s after the click (empty cache)")
+    assert page.locator("#preview img").count() == 1 and uncovered(page, "#preview")
+    page.locator("#stop").click()
+    page.locator("#status").get_by_text("Stopped").wait_for(timeout=RUN_TIMEOUT_MS)
     page.context.close()
 
 

@@ -126,6 +126,17 @@ def test_config_lists_every_field_with_its_value_and_help(capsys):
                                                                           "n_per_object": 400}}
 
 
+def test_output_piped_into_a_reader_that_quits_ends_quietly():
+    """`python -m psd_gs config | head -1`: the reader closes the pipe early; no traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "psd_gs", "config"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_options_land_in_the_config():
     args = build_parser().parse_args(["generate", "a cube", "--method", "sds", "--reward", "shapes-cool",
                                       "--steps", "7", "--seed", "3", "--out", "somewhere", "--cfg-scale", "5",

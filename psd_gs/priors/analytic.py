@@ -17,10 +17,13 @@ whose latents are 8x smaller than the image: E(x) = 2 avgpool_4(x) - 1 (a 64x64 
 16x16x3 latent), and D upsamples back (nearest, the exact right inverse of the pooling).
 
 Rendering the K objects from every training camera would cost more than the rest of a step, so the
-prior trains on a fixed grid of poses (``pose_grid``; ``prepare`` fills it before a run): mu for every
-grid pose is rendered once, in batches, and kept in a disk cache keyed by everything it depends on.
-``predict_noise`` looks its cameras up in that table and renders any camera that is not on the grid,
-so the prior is exact for every camera either way.
+prior trains on a fixed grid of poses (``pose_grid``): mu for a grid pose is rendered the first time a
+camera reaches it (one rasteriser call per pose, so its values do not depend on which poses came
+first), kept in a table and saved to a disk cache keyed by everything it depends on. A cold cache costs
+a new user nothing up front: the first step renders one pose, not the 120 of the whole grid (60 s at
+128 px on 2 CPU cores when it was rendered before the first step). ``predict_noise`` looks its cameras
+up in that table and renders any camera that is not on a grid, so the prior is exact for every camera
+either way.
 
 Prompt embeddings are logits: 0 for the objects the prompt allows, ``MASK`` for the others. MASK is
 finite (never -inf, so softmax and its gradient stay defined) and far larger than the distance
@@ -32,9 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import threading
+import time
+import warnings
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +100,58 @@ def memory(cfg: RunConfig, with_weights: bool = True) -> Dict[str, int]:
     return {"pose-grid latents": 2 * table}  # the table, and one copy while it loads
 
 
+class PoseGrid:
+    """One resolution's grid of training poses and its disk cache: ``shapes-mu-<digest>.pt`` holds
+    {"mu": [P, K, D] float32, "done": [P] bool}; poses not rendered yet are zeros with done False.
+
+    cameras: the P grid cameras; keys: their table keys; filled: indices of the poses in the table.
+    """
+
+    SAVE_EVERY = 2.0  # seconds between saves of a grid that is still filling
+
+    def __init__(self, cameras: Cameras, keys: List[Tuple], path: Path, resolution: int):
+        self.cameras, self.keys, self.path, self.resolution = cameras, keys, path, resolution
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.filled: set = set()
+        self.saved: set = set()
+        self.last_save = time.monotonic()
+
+    def load(self) -> Dict[int, torch.Tensor]:
+        """Pose index -> mu [K, D] of every pose the disk cache holds (none when it is missing or unreadable)."""
+        try:
+            data = torch.load(self.path, map_location="cpu", weights_only=True)
+            mu, done = data["mu"], data["done"]
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError):
+            return {}
+        if len(done) != len(self.keys):
+            return {}
+        self.saved = {int(i) for i in done.nonzero()[:, 0]}
+        return {i: mu[i].clone() for i in sorted(self.saved)}
+
+    def save_if_due(self, table: Dict[Tuple, torch.Tensor]) -> None:
+        if len(self.filled) == len(self.keys) or time.monotonic() - self.last_save >= self.SAVE_EVERY:
+            self.save(table)
+
+    def save(self, table: Dict[Tuple, torch.Tensor]) -> None:
+        """Write the poses rendered so far (atomically; a failed write only costs a later re-render)."""
+        self.last_save = time.monotonic()
+        if self.filled <= self.saved:
+            return
+        mu = torch.zeros(len(self.keys), *table[self.keys[min(self.filled)]].shape)
+        done = torch.zeros(len(self.keys), dtype=torch.bool)
+        for i in self.filled:
+            mu[i], done[i] = table[self.keys[i]].cpu(), True
+        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"mu": mu, "done": done}, tmp)
+            tmp.replace(self.path)
+            self.saved = set(self.filled)
+        except OSError as err:
+            warnings.warn(f"could not save the shapes world's pose table to {self.path}: {err}", RuntimeWarning)
+            tmp.unlink(missing_ok=True)
+
+
 class AnalyticPrior(DiffusionPrior):
     """Closed-form mixture prior over the shapes world's reference objects.
 
@@ -114,7 +173,9 @@ class AnalyticPrior(DiffusionPrior):
         self.owner = owner.to(self.device)  # [K n] object index of each Gaussian
         self.background = torch.tensor(self.world.background, device=self.device)
         self.n_per_object = n_per_object
-        self.table: Dict[Tuple, torch.Tensor] = {}  # pose key -> [K, D] float32, filled by precompute
+        self.table: Dict[Tuple, torch.Tensor] = {}  # pose key -> [K, D] float32, filled as poses are reached
+        self._grid_of: Dict[Tuple, PoseGrid] = {}  # pose key -> the registered grid it belongs to
+        self._active: List[PoseGrid] = []  # the grids of the run ``prepare`` was last called for
         self._last: Tuple[Tuple, Optional[torch.Tensor]] = ((), None)  # the latest cameras' mu, reused
 
     # ---- conditioning -------------------------------------------------------------------------
@@ -152,46 +213,86 @@ class AnalyticPrior(DiffusionPrior):
                 round(float(cameras.azimuth[i]) % 360.0, 3), round(float(cameras.radius[i]), 4),
                 round(float(cameras.fovy[i]), 4))
 
-    def precompute(self, elevation: Tuple[float, float], grid: Tuple[int, int], radius: float, fovy: float,
-                   resolution: int, cache_dir: Optional[str] = None, batch: int = 8) -> None:
-        """Fill the table for every pose of ``orbit_grid(elevation, *grid)``, from the disk cache if there.
-
-        The cache file's name hashes the world definition, the object size, the grid and the camera, so
-        a change to any of them computes a new table. Cache folder: ``cache_dir``, else $PSD_GS_CACHE,
-        else ~/.cache/psd_gs.
-        """
+    def _grid(self, elevation: Tuple[float, float], grid: Tuple[int, int], radius: float, fovy: float,
+              resolution: int, cache_dir: Optional[str] = None) -> "PoseGrid":
+        """The pose grid of ``orbit_grid(elevation, *grid)`` at ``resolution``, registered with the prior and
+        filled from its disk cache where that holds poses already."""
         el, az = orbit_grid(elevation, *grid)
         cams = make_cameras(el, az, radius, fovy, resolution, resolution)
         spec = {"world": json.loads(self.world.path.read_text()), "n": self.n_per_object, "grid": list(grid),
-                "elevation": list(elevation), "radius": radius, "fovy": fovy, "res": resolution, "version": 1}
+                "elevation": list(elevation), "radius": radius, "fovy": fovy, "res": resolution, "version": 2}
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
         folder = Path(cache_dir or os.environ.get("PSD_GS_CACHE") or Path.home() / ".cache" / "psd_gs")
-        path = folder / f"shapes-mu-{digest}.pt"
-        if path.exists():
-            mu = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            mu = torch.cat([self.latents_of_objects(cams[i:i + batch]).cpu() for i in range(0, len(cams), batch)])
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(mu, tmp)
-            tmp.replace(path)
-        self.table.update({self._key(cams, i): mu[i].to(self.device) for i in range(len(cams))})
+        keys = [self._key(cams, i) for i in range(len(cams))]
+        if keys[0] in self._grid_of:
+            return self._grid_of[keys[0]]
+        g = PoseGrid(cams, keys, folder / f"shapes-mu-{digest}.pt", resolution)
+        for i, mu in g.load().items():
+            self.table[keys[i]] = mu.to(self.device)
+        g.filled = {i for i, k in enumerate(keys) if k in self.table}
+        self._grid_of.update({k: g for k in keys})
+        return g
+
+    def precompute(self, elevation: Tuple[float, float], grid: Tuple[int, int], radius: float, fovy: float,
+                   resolution: int, cache_dir: Optional[str] = None,
+                   progress: Optional[Callable[[int, int], None]] = None,
+                   cancel: Optional[threading.Event] = None) -> None:
+        """Fill the table for every pose of ``orbit_grid(elevation, *grid)`` now (runs fill it lazily, pose by
+        pose, as their cameras reach it), from the disk cache where it holds them, and save it.
+
+        ``progress(done, total)`` is called after each pose; ``cancel`` (set) stops between poses, keeping the
+        poses done. The cache file's name hashes the world definition, the object size, the grid and the
+        camera, so a change to any of them starts a new table. Cache folder: ``cache_dir``, else
+        $PSD_GS_CACHE, else ~/.cache/psd_gs.
+        """
+        g = self._grid(elevation, grid, radius, fovy, resolution, cache_dir)
+        for i in range(len(g.keys)):
+            if cancel is not None and cancel.is_set():
+                break
+            if g.keys[i] not in self.table:
+                self._render_pose(g, i)
+            if progress is not None:
+                progress(len(g.filled), len(g.keys))
+        g.save(self.table)
 
     def prepare(self, cfg) -> None:
-        """Render (or read from the disk cache) the objects' latents on the pose grid at every resolution
-        of the run ``cfg`` (a RunConfig)."""
+        """Register the pose grid of the run ``cfg`` (a RunConfig) at each of its resolutions, with the poses
+        its disk cache holds already. The other poses are rendered when a camera first reaches them (one pose,
+        all K objects, in about 0.1 s at 64 px on a CPU), so the first steps start at once; the table is
+        saved as it fills (``PoseGrid.SAVE_EVERY``) and when it is complete."""
+        self._active = []
         if self.pose_grid is None:
             return
         cam = cfg.camera
-        for _, res in cam.resolution:
-            self.precompute(cam.elevation, self.pose_grid, cam.radius[0], cam.fovy[0], res)
+        self._active = [self._grid(cam.elevation, self.pose_grid, cam.radius[0], cam.fovy[0], res)
+                        for _, res in cam.resolution]
+
+    def status(self) -> str:
+        """How far the pose grids of the latest run have been rendered, while one is incomplete ("" when all are)."""
+        open_ = [g for g in self._active if len(g.filled) < len(g.keys)]
+        return "; ".join(f"shapes world at {g.resolution} px: {len(g.filled)}/{len(g.keys)} poses rendered "
+                         "(each once, then kept)" for g in open_)
+
+    def _render_pose(self, g: "PoseGrid", i: int) -> torch.Tensor:
+        """Render grid pose i of ``g`` (all K objects, one rasteriser call per pose, so a pose's latents are the
+        same whichever poses are rendered with it) into the table; mu [K, D] float32."""
+        mu = self.latents_of_objects(g.cameras[i:i + 1])[0]
+        self.table[g.keys[i]] = mu
+        g.filled.add(i)
+        g.save_if_due(self.table)
+        return mu
 
     def views(self, cameras: Cameras) -> torch.Tensor:
-        """Latents mu [V, K, D] float64 of the K objects from the V cameras: from the table, else rendered.
+        """Latents mu [V, K, D] float64 of the K objects from the V cameras: from the table; a grid pose not
+        rendered yet is rendered and kept; a camera off every grid is rendered each time.
 
         The latest cameras' mu is kept, since a guidance step asks several times for the same views."""
         keys = tuple(self._key(cameras, i) for i in range(len(cameras)))
         if self._last[0] != keys:
+            for k in keys:
+                if k not in self.table and k in self._grid_of:
+                    g = self._grid_of[k]
+                    self._render_pose(g, g.index[k])
             if all(k in self.table for k in keys):
                 mu = torch.stack([self.table[k] for k in keys]).double()
             else:

@@ -39,9 +39,16 @@ class DiffusionPrior(ABC):
     pose_grid: Optional[Tuple[int, int]] = None
 
     def prepare(self, cfg) -> None:
-        """Get ready for the run ``cfg`` (a RunConfig) before its first step; default: nothing.
+        """Get ready for the run ``cfg`` (a RunConfig) before its first step; default: nothing. Keep it short
+        (a run cannot be stopped inside it): work that takes long belongs in the steps, as the shapes prior
+        renders its pose grid pose by pose as the run's cameras reach them.
 
-        The shapes prior renders its objects' latents on the pose grid at each resolution of the run."""
+        The shapes prior registers its pose grid at each resolution of the run and reads its disk cache."""
+
+    def status(self) -> str:
+        """One line for people about work the prior is still doing for the current run ("" when none): the
+        shapes prior says how much of its pose grid is rendered. The app shows it beside the step count."""
+        return ""
 
     @abstractmethod
     def encode_prompt(self, text: str) -> torch.Tensor:

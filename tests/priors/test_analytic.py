@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from psd_gs.cameras import make_cameras, sample_orbit
-from psd_gs.priors.analytic import MASK, AnalyticPrior
+from psd_gs.priors.analytic import MASK, AnalyticPrior, PoseGrid
 from psd_gs.priors.shapes_world import ShapesWorld
 
 
@@ -98,7 +98,7 @@ def test_world_objects_are_deterministic_and_distinct():
     assert math.isclose(w.area(4), 4 * math.pi * 0.45 ** 2)
 
 
-def test_prepare_fills_the_pose_grid_of_a_run_and_cameras_come_with_each_call(tmp_path, monkeypatch):
+def test_prepare_registers_the_pose_grid_and_poses_render_when_reached(tmp_path, monkeypatch):
     from psd_gs.config import preset
 
     monkeypatch.setenv("PSD_GS_CACHE", str(tmp_path))
@@ -106,12 +106,66 @@ def test_prepare_fills_the_pose_grid_of_a_run_and_cameras_come_with_each_call(tm
     cfg.camera.resolution = ((0.0, 32),)
     p = AnalyticPrior(n_per_object=150, pose_grid=(2, 4))
     p.prepare(cfg)
-    assert len(p.table) == 8  # 2 elevations x 4 azimuths, at 32 px
+    assert len(p.table) == 0 and "0/8 poses" in p.status()  # nothing rendered before the first step
     on_grid = make_cameras(cfg.camera.elevation[1], 90.0, cfg.camera.radius[0], cfg.camera.fovy[0], 32, 32)
     off_grid = make_cameras(10.0, 33.0, cfg.camera.radius[0], cfg.camera.fovy[0], 32, 32)
     z = torch.zeros(1, 3, 8, 8)
     e = p.encode_prompt("a red cube")
     a = p.predict_noise(z, torch.tensor([500]), e, on_grid)
+    assert len(p.table) == 1 and "1/8 poses" in p.status()  # the pose reached, and only it
     b = p.predict_noise(z, torch.tensor([500]), e, off_grid)  # rendered on the spot, a different view
-    assert not torch.allclose(a, b)
+    assert not torch.allclose(a, b) and len(p.table) == 1  # off the grid: not kept
     assert torch.equal(p.predict_noise(z, torch.tensor([500]), e, on_grid), a)  # the same cameras, the same answer
+
+
+def test_a_lazily_filled_grid_equals_the_precomputed_one_and_survives_a_restart(tmp_path, monkeypatch):
+    """Poses rendered one by one as cameras reach them are bit for bit the poses of a full precompute (a
+    cold cache and a warm one give the same runs); the disk cache keeps what was rendered, partial or
+    whole, and a new process renders only the rest."""
+    from psd_gs.cameras import orbit_grid
+
+    monkeypatch.setattr(PoseGrid, "SAVE_EVERY", 0.0)  # save after every pose
+    args = ((0.0, 30.0), (2, 4), 2.0, 49.1, 32)
+    full = AnalyticPrior(n_per_object=150)
+    full.precompute(*args, cache_dir=str(tmp_path / "full"))
+    lazy = AnalyticPrior(n_per_object=150)
+    lazy._grid(*args, cache_dir=str(tmp_path / "lazy"))
+    el, az = orbit_grid((0.0, 30.0), 2, 4)
+    for i in (5, 2, 7):  # out of order, one at a time
+        lazy.views(make_cameras(el[i:i + 1], az[i:i + 1], 2.0, 49.1, 32, 32))
+    assert len(lazy.table) == 3
+    assert all(torch.equal(lazy.table[k], full.table[k]) for k in lazy.table)
+    again = AnalyticPrior(n_per_object=150)
+    rendered = []
+    original = again.latents_of_objects
+    monkeypatch.setattr(again, "latents_of_objects", lambda c: rendered.append(len(c)) or original(c))
+    again.precompute(*args, cache_dir=str(tmp_path / "lazy"))  # the 3 saved poses load; 5 render
+    assert rendered == [1] * 5 and len(again.table) == 8
+    assert all(torch.equal(again.table[k], full.table[k]) for k in full.table)
+
+
+def test_cancel_stops_a_precompute_between_poses_and_keeps_what_was_done(tmp_path):
+    import threading
+
+    p, cancel, seen = AnalyticPrior(n_per_object=150), threading.Event(), []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 3:
+            cancel.set()
+
+    p.precompute((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path), progress=progress, cancel=cancel)
+    assert seen == [(1, 8), (2, 8), (3, 8)] and len(p.table) == 3
+    q = AnalyticPrior(n_per_object=150)
+    q._grid((0.0, 30.0), (2, 4), 2.0, 49.1, 32, cache_dir=str(tmp_path))
+    assert len(q.table) == 3  # saved on the way out
+
+
+def test_an_unreadable_pose_cache_is_rendered_again(tmp_path):
+    p = AnalyticPrior(n_per_object=150)
+    g = p._grid((0.0, 30.0), (1, 2), 2.0, 49.1, 32, cache_dir=str(tmp_path))
+    g.path.parent.mkdir(parents=True, exist_ok=True)
+    g.path.write_bytes(b"not a torch file")
+    q = AnalyticPrior(n_per_object=150)
+    q.precompute((0.0, 30.0), (1, 2), 2.0, 49.1, 32, cache_dir=str(tmp_path))
+    assert len(q.table) == 2 and torch.load(g.path, weights_only=True)["done"].all()
