@@ -7,14 +7,17 @@ STAMP       := $(VENV)/.requirements-stamp
 HOST        ?= 127.0.0.1
 PORT        ?= 7860
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: run test venv browser clean
 
 run: venv
 	$(PY) app.py --host $(HOST) --port $(PORT)
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, a test file per process at a time (a file's tests
+# share their servers and models); TEST_WORKERS=0 runs it in one process.
 test: venv browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The virtualenv, with requirements.txt installed and psd-gs itself as an editable package (its
 # `psd-gs` command; no other dependencies). Re-installs only when requirements.txt or pyproject.toml

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -211,6 +212,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
         fields["resolution"] = FieldInfo("resolution", str, str(offered[-1]), fields["resolution"].help)
     infos = {"guidance.method": METHODS[base.guidance.method].help, "reward": REWARDS[base.reward].help}
     cache = ModelCache()  # models stay loaded between clicks (and for Compare's SDS pass)
+    runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="psd-gs-run")  # every run, one after another
     root = Path(runs_root)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
@@ -367,7 +369,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                    status_box: ui.status_html("Starting..."),
                    preview: ui.placeholder_html("The live render appears after the first steps", 330)}
             passes = passes_of(cfg, compare_on)
-            live = LiveRun(lambda: work(passes, cancel, owner))
+            live = LiveRun(lambda: work(passes, cancel, owner), runner)
             page = ui.LivePage(cancel, passes)
             shown = {"status": status_box, "preview": preview, "reward_plot": reward_plot, "loss_plot": loss_plot}
             try:

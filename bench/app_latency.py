@@ -11,8 +11,9 @@ for every control (read from the API, as the page holds them):
    update that carries a live render, and to the end of the run;
 2. warm click (API): the same again, models and pose grid in memory;
 3. the same run with a page attached: Debian's Chromium (Playwright) opens the page, clicks Generate with
-   its defaults and waits for "Done."; then once more through the API. Both runs' own seconds per step
-   come from their metrics.json.
+   its defaults and waits for "Done."; then once more through the API; ``--pairs`` times, alternating, so
+   the machine's drift (a shared 2-core host varies by 20% from minute to minute) falls on both. Each run's
+   own seconds per step come from its metrics.json; the ratio is of their medians.
 
 Prints a Markdown table; stops the server.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the page's own)")
     p.add_argument("--repo", default=str(REPO), help="the checkout whose app.py is measured (default: this one)")
     p.add_argument("--skip-page", action="store_true", help="no browser run")
+    p.add_argument("--pairs", type=int, default=2, help="page-then-API pairs of warm runs (default: 2)")
     args = p.parse_args(argv)
     from gradio_client import Client
 
@@ -120,19 +123,24 @@ def main(argv=None) -> None:
             rows.append(("cold click, API (empty model cache)", cold, newest_metrics(runs)))
             warm = api_click(client, controls)
             rows.append(("warm click, API", warm, newest_metrics(runs)))
-            if not args.skip_page:
+            page_s, api_s = [], [rows[-1][2]["seconds_per_step"]]  # the warm API click counts too
+            for pair in range(0 if args.skip_page else args.pairs):
                 if args.steps:
                     print("note: the page runs its own default steps", file=sys.stderr)
-                page = page_click(url)
-                rows.append(("warm click, page in Chromium", page, newest_metrics(runs)))
-                again = api_click(client, controls)
-                rows.append(("warm click, API (after the page)", again, newest_metrics(runs)))
+                rows.append((f"warm click, page in Chromium ({pair + 1})", page_click(url), newest_metrics(runs)))
+                page_s.append(rows[-1][2]["seconds_per_step"])
+                rows.append((f"warm click, API ({pair + 2})", api_click(client, controls), newest_metrics(runs)))
+                api_s.append(rows[-1][2]["seconds_per_step"])
             print(f"app latency, shapes world, the page's defaults: {steps} steps at {res} px ({args.repo})")
             print("| click | to first live image, s | whole run, s | run's s/step | steps done |")
             print("|---|---:|---:|---:|---:|")
             for name, t, m in rows:
                 first = f"{t['first']:.2f}" if t["first"] is not None else "none"
                 print(f"| {name} | {first} | {t['total']:.1f} | {m['seconds_per_step']:.3f} | {m['steps_done']} |")
+            if page_s:
+                ratio = statistics.median(page_s) / statistics.median(api_s)
+                print(f"page-attached / API, median seconds per step: {statistics.median(page_s):.3f} / "
+                      f"{statistics.median(api_s):.3f} = {ratio:.2f}x")
         finally:
             proc.terminate()
             proc.wait(timeout=20)

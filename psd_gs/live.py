@@ -9,7 +9,7 @@ and queues its events; the handler takes whatever has arrived every ``poll`` (at
 every phase of a run answers a cancel within one poll, and the page costs the run only the updates it
 chooses to send.
 
-    live = LiveRun(lambda: work(...))
+    live = LiveRun(lambda: work(...), runner)   # runner: one ThreadPoolExecutor(1) per server
     while True:
         events, ended = live.poll(0.5)
         ...                       # coalesce events into one page update
@@ -20,22 +20,26 @@ chooses to send.
 from __future__ import annotations
 
 import queue
-import threading
+from concurrent.futures import Executor, Future
 from typing import Callable, Iterable, List, Optional, Tuple
 
 _END = object()
 
 
 class LiveRun:
-    """Iterates ``work()`` in a daemon thread named ``name``; its events wait in a queue for ``poll``."""
+    """Iterates ``work()`` on ``runner``; its events wait in a queue for ``poll``.
 
-    def __init__(self, work: Callable[[], Iterable[object]], name: str = "psd-gs-run"):
+    runner: the server's one run thread (``ThreadPoolExecutor(max_workers=1)``): runs never overlap, so a
+    cancelled run that is still writing its outputs finishes before the next one starts, and every run
+    allocates from the same thread's memory arena (a thread per run let the server's memory creep up).
+    """
+
+    def __init__(self, work: Callable[[], Iterable[object]], runner: Executor):
         self._events: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self.error: Optional[BaseException] = None
         self.ended = False
         self._work = work
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.thread.start()
+        self.future: Future = runner.submit(self._main)
 
     def _main(self) -> None:
         try:

@@ -15,8 +15,10 @@ os.environ["PSD_GS_DEVICE"] = "cpu"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Small CPU tensors gain nothing from many threads, and big CI hosts get oversubscribed.
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(4, os.cpu_count() or 1)))
+# Small CPU tensors gain nothing from many threads, and big CI hosts get oversubscribed; with pytest-xdist
+# the cores are shared among its workers.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(4, (os.cpu_count() or 1) // WORKERS))))
 
 
 def pytest_collection_modifyitems(config, items):

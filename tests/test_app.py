@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import app
+from psd_gs import ui
 from psd_gs.ply import load_ply
 from tests.app_server import start_app
 
@@ -109,8 +110,9 @@ def test_choose_world_without_cuda_is_shapes(monkeypatch):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``python app.py`` for this module: (url, runs root)."""
-    with start_app(tmp_path_factory.mktemp("app"), tmp_path_factory.getbasetemp() / "psd_gs_cache") as served:
+    """``python app.py`` for this module, keeping 12 files for downloads (the soak counts them): (url, runs root)."""
+    with start_app(tmp_path_factory.mktemp("app"), tmp_path_factory.getbasetemp() / "psd_gs_cache",
+                   args=["--max-cached-files", "12"]) as served:
         yield served
 
 
@@ -320,6 +322,12 @@ def test_a_cancel_is_answered_at_once_while_models_load_and_while_outputs_are_wr
     monkeypatch.setattr(AnalyticPrior, "prepare", slow_prepare)
     monkeypatch.setattr(gen_mod, "_export", slow_export)
     runs = tmp_path / "runs"
+
+    def owned(token: str):
+        """The run folders of the client whose token is ``token``."""
+        folders = [p for p in runs.iterdir() if (p / "owner").exists()] if runs.exists() else []
+        return [p for p in folders if (p / "owner").read_text() == ui.owner_id(f"browser:{token}")]
+
     demo = app.build_demo("shapes", "test", runs_root=str(runs))
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -336,15 +344,13 @@ def test_a_cancel_is_answered_at_once_while_models_load_and_while_outputs_are_wr
             job.cancel()
             assert time.perf_counter() - t0 < 2.0, f"a cancel while the run is in its {name} phase waited"
             release.set()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and any(t.name == "psd-gs-run" for t in threading.enumerate()):
-                time.sleep(0.2)
-            folders = [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
-            if name == "prepare":
-                assert folders == []  # nothing was made, so nothing is left
-            else:
-                (folder,) = folders
-                assert not (folder / "INCOMPLETE").exists() and (folder / "scene.ply").exists()
+        # the export phase's run reached its export, so the first run had ended (runs share one thread)
+        assert owned("prepare") == []  # cancelled before its first step: nothing was made, nothing is left
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not owned("export") or (owned("export")[0] / "INCOMPLETE").exists()):
+            time.sleep(0.2)
+        (folder,) = owned("export")
+        assert not (folder / "INCOMPLETE").exists() and (folder / "scene.ply").exists()
     finally:
         release.set()
         demo.close()
@@ -372,26 +378,27 @@ def _rss_mb(pid: int) -> float:
 
 
 @pytest.mark.soak
-def test_soak_many_runs_keep_memory_and_temp_files_bounded(tmp_path_factory):
+def test_soak_many_runs_keep_memory_and_temp_files_bounded(server):
     """PSD_GS_SOAK_RUNS short runs one after another through the API (CI: 6; `PSD_GS_SOAK_RUNS=30`
-    for the full soak): the server's memory after them within 20% of after the first, and the files
-    kept for downloads no more than --max-cached-files."""
+    for the full soak), on the module's server after the other tests' runs: the server's memory after
+    them within 20% of after the first, and the files kept for downloads no more than --max-cached-files."""
     from gradio_client import Client
 
     from tests.app_server import PIDS
 
     count = int(os.environ.get("PSD_GS_SOAK_RUNS", "6"))
-    tmp = tmp_path_factory.mktemp("app-soak")
-    with start_app(tmp, tmp_path_factory.getbasetemp() / "psd_gs_cache", args=["--max-cached-files", "12"]) as (url, runs):
-        client = Client(url, verbose=False)
-        sizes = []
-        for i in range(count):
-            out = call(client, owner_token=f"soak-{i % 3}", steps=8, seed=i, prompt=["a cube", "a sphere", "a torus"][i % 3])
-            assert "Done." in out[OUT["status"]]
-            sizes.append(_rss_mb(PIDS[url]))
-        print(f"server RSS after each run, MB: {[round(s) for s in sizes]}")
-        assert sizes[-1] <= 1.2 * sizes[0], f"server memory grew: {sizes}"
-        cached = list((tmp / "gradio").iterdir())
-        served = list((tmp / "tmp" / "psd-gs-serve").iterdir())
-        assert len(cached) <= 12 + 6 and len(served) <= 12 + 1, (len(cached), len(served))  # + the last run's
-        assert len([p for p in runs.iterdir() if (p / "scene.ply").exists()]) == count
+    url, runs = server
+    tmp = runs.parent
+    done_before = len([p for p in runs.iterdir() if (p / "scene.ply").exists()])
+    client = Client(url, verbose=False)
+    sizes = []
+    for i in range(count):
+        out = call(client, owner_token=f"soak-{i % 3}", steps=8, seed=i, prompt=["a cube", "a sphere", "a torus"][i % 3])
+        assert "Done." in out[OUT["status"]]
+        sizes.append(_rss_mb(PIDS[url]))
+    print(f"server RSS after each run, MB: {[round(s) for s in sizes]}")
+    assert sizes[-1] <= 1.2 * sizes[0], f"server memory grew: {sizes}"
+    cached = list((tmp / "gradio").iterdir())
+    served = list((tmp / "tmp" / "psd-gs-serve").iterdir())
+    assert len(cached) <= 12 + 6 and len(served) <= 12 + 1, (len(cached), len(served))  # + the last run's
+    assert len([p for p in runs.iterdir() if (p / "scene.ply").exists()]) == done_before + count

@@ -134,18 +134,18 @@ def rasterize_torch(scene: GaussianScene, cameras: Cameras, background: Optional
     with torch.no_grad():
         pair_g, pix = _pairs(p, opac, W, H, mask)
         alpha = _pair_alpha(p, opac, pair_g, pix, W, H)
-        keep = alpha >= ALPHA_MIN
-        pair_g, pix, alpha = pair_g[keep], pix[keep], alpha[keep]
-        # order by pixel, then front to back: one sort on a combined integer key
+        kept = (alpha >= ALPHA_MIN).nonzero()[:, 0]
+        # order by pixel, then front to back: one sort on a combined integer key; one gather for both steps
         depth_rank = torch.empty(C * N, dtype=torch.long, device=pix.device)
         depth_rank[torch.argsort(p.depths.reshape(-1))] = torch.arange(C * N, device=pix.device)
-        order = torch.argsort(pix * (C * N) + depth_rank[pair_g])
-        pair_g, pix, alpha = pair_g[order], pix[order], alpha[order]
+        kept = kept[torch.argsort(pix[kept] * (C * N) + depth_rank[pair_g[kept]])]
+        pair_g, pix, alpha = pair_g[kept], pix[kept], alpha[kept]
         seg_start = torch.ones_like(pix, dtype=torch.bool)
         seg_start[1:] = pix[1:] != pix[:-1]
-        log_t = _segment_exclusive_cumsum(torch.log1p(-alpha.double()), seg_start)
+        log_keep = torch.log1p(-alpha.double())  # log of each pair's transmittance factor
+        log_t = _segment_exclusive_cumsum(log_keep, seg_start)
         # keep pairs while T after them stays above 1e-4 (a prefix of each pixel's list)
-        alive = (log_t + torch.log1p(-alpha.double())) > math.log(T_MIN)
+        alive = (log_t + log_keep) > math.log(T_MIN)
         pair_g, pix, seg_start = pair_g[alive], pix[alive], seg_start[alive]
         alpha, log_t = alpha[alive], log_t[alive]  # final as they are when no gradient is needed
 
