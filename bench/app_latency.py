@@ -1,7 +1,7 @@
 """What a user waits for in the app: the first live image after a click (cold and warm), and what the page
 costs a run (the same run through the page in Chromium and through the API).
 
-    .venv/bin/python bench/app_latency.py [--steps 400] [--repo PATH] [--skip-page]
+    .venv/bin/python bench/app_latency.py [--steps 400] [--repo PATH] [--skip-page] [--pairs 2] [--cold-sizes 32,64,128]
 
 Starts ``app.py`` of ``--repo`` (default: this checkout; another checkout measures "before") in the shapes
 world on a free 127.0.0.1 port with an empty ``$PSD_GS_CACHE``, and measures, with the page's own defaults
@@ -66,6 +66,46 @@ def api_click(client, controls: list) -> dict:
     return {"first": first, "total": time.perf_counter() - t0}
 
 
+def first_image(client, controls: list) -> float:
+    """Seconds from a /generate submission to its first live render; the run is cancelled then."""
+    t0 = time.perf_counter()
+    job = client.submit(*controls, api_name="/generate")
+    for update in job:
+        if update[1] and "<img" in str(update[1]):
+            break
+    seconds = time.perf_counter() - t0
+    job.cancel()
+    return seconds
+
+
+def cold_first_images(repo: str, sizes: list) -> list:
+    """(size, seconds to the first live image) of a fresh server's first click at each size."""
+    from gradio_client import Client
+
+    rows = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port()
+            env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=f"{tmp}/cache",
+                       GRADIO_ANALYTICS_ENABLED="False")
+            proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs",
+                                     f"{tmp}/runs"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            try:
+                url = f"http://127.0.0.1:{port}/"
+                wait_for(url, proc)
+                client = Client(url, verbose=False)
+                params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+                controls = [q.get("parameter_default") for q in params]
+                controls[0] = False
+                controls[[q["label"] for q in params].index("Resolution")] = str(size)
+                rows.append((size, first_image(client, controls)))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    return rows
+
+
 def newest_metrics(runs: Path) -> dict:
     folder = max((p for p in runs.iterdir() if (p / "metrics.json").exists()), key=lambda p: p.stat().st_mtime)
     return json.loads((folder / "metrics.json").read_text())
@@ -98,7 +138,14 @@ def main(argv=None) -> None:
     p.add_argument("--repo", default=str(REPO), help="the checkout whose app.py is measured (default: this one)")
     p.add_argument("--skip-page", action="store_true", help="no browser run")
     p.add_argument("--pairs", type=int, default=2, help="page-then-API pairs of warm runs (default: 2)")
+    p.add_argument("--cold-sizes", default="", help="also a fresh server's first click at each of these sizes, "
+                                                     "e.g. 32,64,128: seconds to the first live image")
     args = p.parse_args(argv)
+    if args.cold_sizes:
+        print("| size, px | cold click to first live image, s |")
+        print("|---:|---:|")
+        for size, seconds in cold_first_images(args.repo, [int(v) for v in args.cold_sizes.split(",")]):
+            print(f"| {size} | {seconds:.2f} |")
     from gradio_client import Client
 
     with tempfile.TemporaryDirectory() as tmp:
