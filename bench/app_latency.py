@@ -21,6 +21,7 @@ Prints a Markdown table; stops the server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -78,31 +79,44 @@ def first_image(client, controls: list) -> float:
     return seconds
 
 
-def cold_first_images(repo: str, sizes: list) -> list:
-    """(size, seconds to the first live image) of a fresh server's first click at each size."""
+@contextlib.contextmanager
+def fresh_server(repo: str):
+    """``app.py`` of ``repo`` (shapes world, empty cache) on a free port: (client, the page's /generate parameters
+    with their defaults, the runs folder); stopped on the way out."""
     from gradio_client import Client
 
+    with tempfile.TemporaryDirectory() as tmp:
+        port, runs = free_port(), Path(tmp) / "runs"
+        env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=f"{tmp}/cache", GRADIO_ANALYTICS_ENABLED="False")
+        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs",
+                                 str(runs)], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            wait_for(url, proc)
+            client = Client(url, verbose=False)
+            params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+            yield url, client, params, runs
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def page_defaults(params: list, **by_label) -> list:
+    """The /generate arguments at the page's defaults, Compare off, with ``by_label`` (label -> value) on top."""
+    controls = [q.get("parameter_default") for q in params]
+    controls[0] = False  # "Compare"
+    labels = [q["label"] for q in params]
+    for label, value in by_label.items():
+        controls[labels.index(label)] = value
+    return controls
+
+
+def cold_first_images(repo: str, sizes: list) -> list:
+    """(size, seconds to the first live image) of a fresh server's first click at each size."""
     rows = []
     for size in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            port = free_port()
-            env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=f"{tmp}/cache",
-                       GRADIO_ANALYTICS_ENABLED="False")
-            proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs",
-                                     f"{tmp}/runs"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            try:
-                url = f"http://127.0.0.1:{port}/"
-                wait_for(url, proc)
-                client = Client(url, verbose=False)
-                params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
-                controls = [q.get("parameter_default") for q in params]
-                controls[0] = False
-                controls[[q["label"] for q in params].index("Resolution")] = str(size)
-                rows.append((size, first_image(client, controls)))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+        with fresh_server(repo) as (_, client, params, _):
+            rows.append((size, first_image(client, page_defaults(params, Resolution=str(size)))))
     return rows
 
 
@@ -146,51 +160,30 @@ def main(argv=None) -> None:
         print("|---:|---:|")
         for size, seconds in cold_first_images(args.repo, [int(v) for v in args.cold_sizes.split(",")]):
             print(f"| {size} | {seconds:.2f} |")
-    from gradio_client import Client
-
-    with tempfile.TemporaryDirectory() as tmp:
-        port, runs = free_port(), Path(tmp) / "runs"
-        env = dict(os.environ, PSD_GS_PRESET="shapes", PSD_GS_CACHE=f"{tmp}/cache", GRADIO_ANALYTICS_ENABLED="False")
-        proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--runs",
-                                 str(runs)], cwd=args.repo, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            wait_for(url, proc)
-            client = Client(url, verbose=False)
-            params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
-            defaults = {q["label"]: q.get("parameter_default") for q in params}
-            controls = [q.get("parameter_default") for q in params]
-            controls[0] = False  # "Compare" off
-            if args.steps:
-                controls[[q["label"] for q in params].index("Steps")] = args.steps
-            res, steps = defaults.get("Resolution"), args.steps or defaults.get("Steps")
-            rows = []
-            cold = api_click(client, controls)
-            rows.append(("cold click, API (empty model cache)", cold, newest_metrics(runs)))
-            warm = api_click(client, controls)
-            rows.append(("warm click, API", warm, newest_metrics(runs)))
-            page_s, api_s = [], [rows[-1][2]["seconds_per_step"]]  # the warm API click counts too
-            for pair in range(0 if args.skip_page else args.pairs):
-                if args.steps:
-                    print("note: the page runs its own default steps", file=sys.stderr)
-                rows.append((f"warm click, page in Chromium ({pair + 1})", page_click(url), newest_metrics(runs)))
-                page_s.append(rows[-1][2]["seconds_per_step"])
-                rows.append((f"warm click, API ({pair + 2})", api_click(client, controls), newest_metrics(runs)))
-                api_s.append(rows[-1][2]["seconds_per_step"])
-            print(f"app latency, shapes world, the page's defaults: {steps} steps at {res} px ({args.repo})")
-            print("| click | to first live image, s | whole run, s | run's s/step | steps done |")
-            print("|---|---:|---:|---:|---:|")
-            for name, t, m in rows:
-                first = f"{t['first']:.2f}" if t["first"] is not None else "none"
-                print(f"| {name} | {first} | {t['total']:.1f} | {m['seconds_per_step']:.3f} | {m['steps_done']} |")
-            if page_s:
-                ratio = statistics.median(page_s) / statistics.median(api_s)
-                print(f"page-attached / API, median seconds per step: {statistics.median(page_s):.3f} / "
-                      f"{statistics.median(api_s):.3f} = {ratio:.2f}x")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    with fresh_server(args.repo) as (url, client, params, runs):
+        defaults = {q["label"]: q.get("parameter_default") for q in params}
+        controls = page_defaults(params, **({"Steps": args.steps} if args.steps else {}))
+        rows = [("cold click, API (empty model cache)", api_click(client, controls), newest_metrics(runs)),
+                ("warm click, API", api_click(client, controls), newest_metrics(runs))]
+        page_s, api_s = [], [rows[-1][2]["seconds_per_step"]]  # the warm API click counts too
+        if args.steps and not args.skip_page:
+            print("note: the page runs its own default steps", file=sys.stderr)
+        for pair in range(0 if args.skip_page else args.pairs):
+            rows.append((f"warm click, page in Chromium ({pair + 1})", page_click(url), newest_metrics(runs)))
+            page_s.append(rows[-1][2]["seconds_per_step"])
+            rows.append((f"warm click, API ({pair + 2})", api_click(client, controls), newest_metrics(runs)))
+            api_s.append(rows[-1][2]["seconds_per_step"])
+    steps, res = args.steps or defaults.get("Steps"), defaults.get("Resolution")
+    print(f"app latency, shapes world, the page's defaults: {steps} steps at {res} px ({args.repo})")
+    print("| click | to first live image, s | whole run, s | run's s/step | steps done |")
+    print("|---|---:|---:|---:|---:|")
+    for name, t, m in rows:
+        first = f"{t['first']:.2f}" if t["first"] is not None else "none"
+        print(f"| {name} | {first} | {t['total']:.1f} | {m['seconds_per_step']:.3f} | {m['steps_done']} |")
+    if page_s:
+        ratio = statistics.median(page_s) / statistics.median(api_s)
+        print(f"page-attached / API, median seconds per step: {statistics.median(page_s):.3f} / "
+              f"{statistics.median(api_s):.3f} = {ratio:.2f}x")
 
 
 if __name__ == "__main__":
