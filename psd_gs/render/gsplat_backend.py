@@ -47,7 +47,7 @@ import torch
 
 from ..cameras import Cameras
 from ..gaussians import GaussianScene
-from . import Render, as_background
+from .base import Render, as_background
 
 EPS2D = 0.3
 NEAR_PLANE = 0.01

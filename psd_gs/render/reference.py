@@ -15,7 +15,7 @@ import torch
 
 from ..cameras import Cameras
 from ..gaussians import GaussianScene
-from . import Render, as_background
+from .base import Render, as_background
 
 
 def rasterize_reference(scene: GaussianScene, cameras: Cameras,

@@ -31,7 +31,7 @@ import torch
 
 from ..cameras import Cameras
 from ..gaussians import GaussianScene
-from . import Render, as_background
+from .base import Render, as_background
 from .projection import Projected, project
 
 ALPHA_MIN = 1.0 / 255.0
