@@ -1,8 +1,8 @@
 """psd-gs Gradio front end: type a prompt, watch the splat grow, stop, compare with SDS, download.
 
-Thin on purpose: it lays out the page and calls ``psd_gs.generate`` in-process with models it keeps
-loaded (``psd_gs.models.ModelCache``), turning Progress events into page updates. What it shows is
-computed in ``psd_gs.ui``. The controls are built from the config's own fields (``psd_gs.config``) and
+Thin on purpose: it lays out the page and calls ``psd_gs.run.loop`` in-process with models it keeps
+loaded (``psd_gs.run.models.ModelCache``), turning Progress events into page updates. What it shows is
+computed in ``psd_gs.app.ui``. The controls are built from the config's own fields (``psd_gs.config``) and
 the registries (``psd_gs.registry``). One run at a time (Gradio's queue, bounded); each run writes only
 in its own folder below the runs root, recorded with its owner, and a user's history lists only their
 own runs; old run folders are removed after ``--max-age-hours``.
@@ -33,18 +33,18 @@ import gradio as gr
 
 from psd_gs.config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_overrides, config_fields, preset
 from psd_gs.device import resolve_device
-from psd_gs.export import preview_image
-from psd_gs.fetch import prior_files, status
-from psd_gs.generate import CancelToken, GenerationError, generate
-from psd_gs.live import LiveRun
-from psd_gs.memory import check_fits, default_budget, fitting_resolutions
-from psd_gs.models import ModelCache
+from psd_gs.run.export import preview_image
+from psd_gs.run.fetch import prior_files, status
+from psd_gs.run.loop import CancelToken, GenerationError, generate
+from psd_gs.app.live import LiveRun
+from psd_gs.run.memory import check_fits, default_budget, fitting_resolutions
+from psd_gs.run.models import ModelCache
 from psd_gs.priors.base import MissingWeightsError
 from psd_gs.registry import METHODS, PRIORS, REWARDS, rewards_for
 from psd_gs.render import renderer_status
-from psd_gs import plots, serve, ui
-from psd_gs.runs import RunFolderError, check_runs_root, clean_old_runs, recover_runs
-from psd_gs.validate import validate
+from psd_gs.app import plots, serve, ui
+from psd_gs.run.folders import RunFolderError, check_runs_root, clean_old_runs, recover_runs
+from psd_gs.run.validate import validate
 
 TITLE = "psd-gs"
 SDS_TAG = "SDS pass (for Compare): "
@@ -188,7 +188,7 @@ def build_demo(world: Optional[str] = None, why: str = "", runs_root: str = "run
                max_cached_files: int = serve.MAX_CACHE_ENTRIES) -> gr.Blocks:
     """The page. Nothing heavy happens until Generate is pressed.
 
-    budget: memory (bytes) a run may bring the process to (``psd_gs.memory``); default: the device's share.
+    budget: memory (bytes) a run may bring the process to (``psd_gs.run.memory``); default: the device's share.
     warnings: shown at the top of the page (a server reachable without a login).
     """
     if world is None:

@@ -1,13 +1,13 @@
-"""Batch throughput: the same jobs through Ray (psd_gs.batch) against one by one in a loop, and on paper for GPUs.
+"""Batch throughput: the same jobs through Ray (psd_gs.batch.runner) against one by one in a loop, and on paper for GPUs.
 
 Command: `.venv/bin/python bench/batch_bench.py [--prompts assets/prompts/shapes.txt] [--methods psd,sds]
 [--steps 400] [--cpus 2]` (about 6 minutes on the 2-core CPU at the defaults).
 
 1. Measured here, in the shapes world (the `shapes` preset; every job writes scene.ply, mesh.glb, metrics and
    the preview, as a batch job does):
-   - loop: `psd_gs.worker.run_job` called for each job in turn in this process, torch on all --cpus threads,
+   - loop: `psd_gs.batch.worker.run_job` called for each job in turn in this process, torch on all --cpus threads,
      models loaded once (the loop's best case);
-   - Ray, a job per CPU: `psd_gs.batch.run_batch` on a local Ray instance with --cpus CPUs, 1 CPU per job;
+   - Ray, a job per CPU: `psd_gs.batch.runner.run_batch` on a local Ray instance with --cpus CPUs, 1 CPU per job;
    - Ray, one job at a time: the same with --cpus CPUs per job (Ray's own overhead, no parallelism).
    Wall time includes starting Ray and its workers' first imports, so it is what a user waits for.
 2. On paper, for the `sd` preset on H100s: seconds per object = steps x views per step x FLOPs per view-step
@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 
 def measured(jobs, cpus: int) -> list:
-    from psd_gs.batch import run_batch
-    from psd_gs.worker import run_job
+    from psd_gs.batch.runner import run_batch
+    from psd_gs.batch.worker import run_job
 
     rows = []
     torch.set_num_threads(cpus)
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     if not args.paper_only:
-        from psd_gs.jobs import read_jobs
+        from psd_gs.batch.jobs import read_jobs
 
         jobs = read_jobs(args.prompts, "shapes", args.methods.split(","), args.seeds, {"steps": args.steps})
         print(f"## Measured: {len(jobs)} shapes-world jobs ({args.steps} steps, {args.methods}), {args.cpus} CPUs\n")

@@ -15,7 +15,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from psd_gs.cameras import make_cameras
+from psd_gs.scene.cameras import make_cameras
 from psd_gs.config import GuidanceConfig, preset
 from psd_gs.guidance import make_guidance
 from psd_gs.priors.base import DiffusionPrior

@@ -1,4 +1,4 @@
-"""The memory estimate (psd_gs/memory.py) against the measured peak of real shapes-world runs.
+"""The memory estimate (psd_gs/run/memory.py) against the measured peak of real shapes-world runs.
 
     .venv/bin/python bench/memory_bench.py [--sizes 32,64,128] [--steps 60]
 
@@ -21,8 +21,8 @@ CHILD = """
 import json, os, resource, sys
 import torch
 from psd_gs.config import preset
-from psd_gs.generate import run
-from psd_gs.memory import GB, in_use, run_estimate
+from psd_gs.run.loop import run
+from psd_gs.run.memory import GB, in_use, run_estimate
 torch.set_num_threads(2)
 res, steps, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 cfg = preset("shapes", prompt="a sphere", steps=steps, out_dir=out, preview_every=10)

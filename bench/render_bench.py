@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from psd_gs.cameras import turntable
-from psd_gs.gaussians import GaussianScene
+from psd_gs.scene.cameras import turntable
+from psd_gs.scene.gaussians import GaussianScene
 from psd_gs.render.reference import rasterize_reference
 from psd_gs.render.torch_backend import rasterize_torch
 

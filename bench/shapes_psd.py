@@ -7,7 +7,7 @@
 
 Every run is a real ``generate`` of the ``shapes`` preset (the offline closed-form world), evaluated
 on 8 orbit views off the training grid (the report ``generate`` writes into metrics.json, from
-``psd_gs.evaluate.shapes_report``): mean reward over the views, fidelity (PSNR to the nearest object
+``psd_gs.run.evaluate.shapes_report``): mean reward over the views, fidelity (PSNR to the nearest object
 the prompt allows), and hit (that nearest object formed and is the one the reward prefers among those
 the prompt allows). Methods (``METHODS``): sds, the preset's psd, one ablation per part of PSD, and
 reward_grad, the hacking baseline; sds_preferred (SDS with the prompt naming the preferred object, e.g.
@@ -90,7 +90,7 @@ def record_pairs(prompt: str, log: List[dict]) -> None:
 def preferred_prompt(prompt: str, reward: str) -> str:
     """"a <object>" for the object among those ``prompt`` allows that ``reward`` prefers (the evaluation's
     own judgement, on a reference object's report)."""
-    from psd_gs.evaluate import eval_cameras, shapes_report
+    from psd_gs.run.evaluate import eval_cameras, shapes_report
     from psd_gs.priors.shapes_world import ShapesWorld
     from psd_gs.rewards import load_reward
 
@@ -101,7 +101,7 @@ def preferred_prompt(prompt: str, reward: str) -> str:
 
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
             threads: int) -> dict:
-    from psd_gs.generate import run
+    from psd_gs.run.loop import run
 
     torch.set_num_threads(threads)
     asked = preferred_prompt(prompt, reward) if method == "sds_preferred" else prompt

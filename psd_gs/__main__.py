@@ -1,5 +1,5 @@
-"""``python -m psd_gs``: the command line (psd_gs/cli.py)."""
+"""``python -m psd_gs``: the command line (psd_gs/cli/main.py)."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

@@ -140,7 +140,7 @@ class SceneConfig:
 
 @dataclass
 class CameraConfig:
-    """Training cameras (psd_gs/cameras.py conventions) and the render resolution schedule."""
+    """Training cameras (psd_gs/scene/cameras.py conventions) and the render resolution schedule."""
 
     batch: int = knob(1, "views per step", minimum=1, maximum=64)
     elevation: Tuple[float, float] = knob((-10.0, 45.0), "(low, high) elevation range, degrees")
@@ -180,11 +180,11 @@ class RunConfig:
     preview_every: int = knob(10, "a preview image (and the logs) every this many steps; 0 never", minimum=0)
     checkpoint_every: int = knob(0, "save a resumable checkpoint every this many steps; 0 never", minimum=0)
     max_nan_steps: int = knob(5, "stop after this many non-finite steps in a row", minimum=1)
-    turntable: bool = knob(True, "also write turntable.mp4 (a batch leaves it out unless asked: psd_gs.batch)")
+    turntable: bool = knob(True, "also write turntable.mp4 (a batch leaves it out unless asked: psd_gs.batch.runner)")
     turntable_views: int = knob(24, "frames of turntable.mp4", minimum=1, maximum=720)
     turntable_resolution: int = knob(256, "turntable.mp4 frame size in pixels (the app shows it at this size)",
                                      minimum=32, maximum=1024)
-    mesh: bool = knob(True, "also write mesh.glb: the splat's surface as a coloured mesh (psd_gs.mesh)")
+    mesh: bool = knob(True, "also write mesh.glb: the splat's surface as a coloured mesh (psd_gs.mesh.extract)")
     mesh_resolution: int = knob(128, "grid voxels along the mesh's bounding cube (time and memory grow with its cube)",
                                 minimum=16, maximum=256)
     prior: PriorConfig = knob(factory=PriorConfig, help="the diffusion prior")
@@ -196,7 +196,7 @@ class RunConfig:
 
     def check(self) -> "RunConfig":
         """Raise ValueError naming the first bad field and how to fix it; returns self. Checks what the
-        config alone can tell; names of priors, rewards and methods are checked by psd_gs.validate."""
+        config alone can tell; names of priors, rewards and methods are checked by psd_gs.run.validate."""
         text = self.prompt.strip()
         if not text:
             raise ValueError("prompt is empty: describe the object, e.g. 'a red cube'")

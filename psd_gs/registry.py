@@ -32,10 +32,10 @@ class PriorEntry:
     report: ``fn(scene, prompt, reward, cameras) -> dict``, what this world can say about a result
         beyond the reward (the shapes world: which object formed, its fidelity) ("" = nothing).
     retrieve: ``fn(views [V, H, W, 3], cameras, prompts [P], load_reward) -> [V, P]``, how well each view
-        matches each prompt, for the suite's R-precision (``psd_gs.suite``; ``load_reward(name)`` gives a
+        matches each prompt, for the suite's R-precision (``psd_gs.batch.suite``; ``load_reward(name)`` gives a
         loaded reward model) ("" = no R-precision in this world).
     memory: ``fn(cfg: RunConfig, with_weights: bool) -> {part: bytes}``, the prior's own memory in a run
-        (weights, precomputed tables, activations), for ``psd_gs.memory`` ("" = nothing to add).
+        (weights, precomputed tables, activations), for ``psd_gs.run.memory`` ("" = nothing to add).
     needs_cuda: only offered where CUDA is.
     """
 
@@ -56,7 +56,7 @@ class PriorEntry:
 class RewardEntry:
     """A 2D reward model. factory: ``fn(device=None, **kwargs) -> RewardModel``; files: ``fn() ->
     [(hub repo, file)]`` with its default weights ("" = none); worlds: whose images it scores;
-    weights_gb: its weights in memory (fp16 on CUDA), for ``psd_gs.memory``."""
+    weights_gb: its weights in memory (fp16 on CUDA), for ``psd_gs.run.memory``."""
 
     factory: str
     worlds: Tuple[str, ...]
@@ -82,15 +82,15 @@ PRIORS: Dict[str, PriorEntry] = {
         factory="psd_gs.priors.analytic:load_shapes_prior", options="psd_gs.priors.analytic:ShapesOptions",
         world="shapes", label="Shapes world (offline)",
         help="closed-form mixture prior over twelve coloured reference objects; exact, runs on a CPU",
-        check="psd_gs.priors.analytic:check_run", report="psd_gs.evaluate:shapes_report",
-        retrieve="psd_gs.evaluate:shapes_retrieval",
+        check="psd_gs.priors.analytic:check_run", report="psd_gs.run.evaluate:shapes_report",
+        retrieve="psd_gs.run.evaluate:shapes_retrieval",
         memory="psd_gs.priors.analytic:memory"),
     "sd": PriorEntry(
         factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
         world="image", label="Stable Diffusion 2.1 base",
         help="any epsilon-prediction SD 1.x/2.x checkpoint through diffusers; TAESD decodes one-step guesses",
         files="psd_gs.priors.stable_diffusion:weight_files", memory="psd_gs.priors.stable_diffusion:memory",
-        retrieve="psd_gs.suite:clip_retrieval",
+        retrieve="psd_gs.batch.suite:clip_retrieval",
         needs_cuda=True),
 }
 

@@ -8,7 +8,7 @@ import pytest
 
 import app
 from psd_gs import registry
-from psd_gs.cli import build_parser, main
+from psd_gs.cli.main import build_parser, main
 from psd_gs.registry import MethodEntry, PriorEntry, RewardEntry
 
 REWARD_MODULE = '''

@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..cameras import Cameras
+from ..scene.cameras import Cameras
 from ..config import GuidanceConfig
 from ..priors.base import DiffusionPrior
 from ..render import Render

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras
+from ..scene.cameras import Cameras
 from ..config import GuidanceConfig
 from ..priors.base import DiffusionPrior
 from ..render import Render

@@ -7,7 +7,7 @@ It exists to be compared with: it raises the reward and, by hacking it, loses fi
 
 from __future__ import annotations
 
-from ..cameras import Cameras
+from ..scene.cameras import Cameras
 from ..config import GuidanceConfig
 from ..priors.base import DiffusionPrior
 from ..render import Render

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cameras import Cameras
+from ..scene.cameras import Cameras
 from ..render import Render
 from .base import Guidance, GuidanceOut, sds_target_loss
 

@@ -46,7 +46,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras, make_cameras, orbit_grid
+from ..scene.cameras import Cameras, make_cameras, orbit_grid
 from ..config import PriorConfig, RunConfig, knob, prior_options
 from ..render import view_chunks
 from ..render.torch_backend import rasterize_torch

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..cameras import Cameras
+from ..scene.cameras import Cameras
 
 
 class MissingWeightsError(RuntimeError):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..gaussians import GaussianScene, rgb_to_sh0
+from ..scene.gaussians import GaussianScene, rgb_to_sh0
 
 ASSETS = Path(str(resources.files("psd_gs") / "assets" / "shapes.json"))  # package data
 LIGHT = F.normalize(torch.tensor([0.4, 0.8, 0.6], dtype=torch.float64), dim=0)  # from upper front-right

@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from ..cameras import Cameras
-from ..gaussians import GaussianScene
+from ..scene.cameras import Cameras
+from ..scene.gaussians import GaussianScene
 from .base import PIXELS_PER_CALL, Render, as_background, view_chunks  # noqa: F401 (the package's names)
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from ..cameras import Cameras
-from ..gaussians import GaussianScene
+from ..scene.cameras import Cameras
+from ..scene.gaussians import GaussianScene
 from .base import Render, as_background
 
 EPS2D = 0.3

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras
-from ..gaussians import GaussianScene
+from ..scene.cameras import Cameras
+from ..scene.gaussians import GaussianScene
 
 EPS2D = 0.3  # px^2 added to the 2D covariance, as gsplat's default
 NEAR_PLANE = 0.01

@@ -29,8 +29,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..cameras import Cameras
-from ..gaussians import GaussianScene
+from ..scene.cameras import Cameras
+from ..scene.gaussians import GaussianScene
 from .base import Render, as_background
 from .projection import Projected, project
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from psd_gs import doctor
+from psd_gs.doctor import checks as doctor
 from psd_gs.config import preset
-from psd_gs.generate import CancelToken, Progress, Result, generate, run
+from psd_gs.run.loop import CancelToken, Progress, Result, generate, run
 from psd_gs.render import gsplat_backend, rasterize, torch_backend
 
 pytestmark = pytest.mark.cuda
@@ -45,7 +45,7 @@ def test_gsplat_matches_the_pytorch_rasteriser(seed):
 
 def test_the_fallback_renders_cuda_scenes_like_gsplat(monkeypatch):
     scene, g = doctor._random_scene(5, 2000, CUDA)
-    from psd_gs.cameras import sample_orbit
+    from psd_gs.scene.cameras import sample_orbit
 
     cams = sample_orbit(2, 64, 64, generator=g).to(CUDA)
     with torch.no_grad():
@@ -93,8 +93,8 @@ def test_a_batch_gives_each_runner_one_gpu(tmp_path):
     runner holds."""
     import ray
 
-    from psd_gs.batch import BatchIndex, run_batch
-    from psd_gs.jobs import read_jobs
+    from psd_gs.batch.runner import BatchIndex, run_batch
+    from psd_gs.batch.jobs import read_jobs
 
     path = tmp_path / "prompts.txt"
     path.write_text("a red cube\na blue sphere\n")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from psd_gs.config import GuidanceConfig
-from psd_gs.cameras import sample_orbit
+from psd_gs.scene.cameras import sample_orbit
 from psd_gs.guidance import make_guidance
 from psd_gs.guidance.psd import PSDGuidance
 from psd_gs.guidance.reward_grad import RewardGradGuidance
@@ -14,7 +14,7 @@ from psd_gs.guidance.sds import SDSGuidance
 from psd_gs.priors.stable_diffusion import load_stable_diffusion
 from psd_gs.render import Render
 from psd_gs.rewards.base import RewardModel
-from psd_gs.tiny import build_tiny_sd, build_tiny_taesd
+from psd_gs.doctor.tiny import build_tiny_sd, build_tiny_taesd
 
 
 class WarmReward(RewardModel):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from psd_gs.cameras import make_cameras, sample_orbit
+from psd_gs.scene.cameras import make_cameras, sample_orbit
 from psd_gs.priors.analytic import MASK, AnalyticPrior, PoseGrid
 from psd_gs.priors.shapes_world import ShapesWorld
 
@@ -122,7 +122,7 @@ def test_a_lazily_filled_grid_equals_the_precomputed_one_and_survives_a_restart(
     """Poses rendered one by one as cameras reach them are bit for bit the poses of a full precompute (a
     cold cache and a warm one give the same runs); the disk cache keeps what was rendered, partial or
     whole, and a new process renders only the rest."""
-    from psd_gs.cameras import orbit_grid
+    from psd_gs.scene.cameras import orbit_grid
 
     monkeypatch.setattr(PoseGrid, "SAVE_EVERY", 0.0)  # save after every pose
     args = ((0.0, 30.0), (2, 4), 2.0, 49.1, 32)

@@ -7,7 +7,7 @@ import torch
 
 from psd_gs.priors.base import MissingWeightsError
 from psd_gs.priors.stable_diffusion import load_stable_diffusion
-from psd_gs.tiny import TINY_EMB_DIM, TINY_LATENT, TINY_RESOLUTION, build_tiny_sd, build_tiny_taesd
+from psd_gs.doctor.tiny import TINY_EMB_DIM, TINY_LATENT, TINY_RESOLUTION, build_tiny_sd, build_tiny_taesd
 
 COMPONENTS = ("scheduler", "tokenizer", "text_encoder", "unet", "vae")
 

@@ -15,8 +15,8 @@ import torch
 from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 
-from psd_gs.cameras import make_cameras
-from psd_gs.gaussians import PARAM_NAMES, GaussianScene, rgb_to_sh0
+from psd_gs.scene.cameras import make_cameras
+from psd_gs.scene.gaussians import PARAM_NAMES, GaussianScene, rgb_to_sh0
 from psd_gs.render import rasterize
 
 N_TINY, N_BIG, N_FAINT = 80, 60, 60

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from psd_gs.cameras import make_cameras
-from psd_gs.gaussians import GaussianScene, num_sh_bases
+from psd_gs.scene.cameras import make_cameras
+from psd_gs.scene.gaussians import GaussianScene, num_sh_bases
 from psd_gs.render import Render, gsplat_backend, rasterize
 from psd_gs.render.gsplat_backend import rasterize_gsplat
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
 
-from psd_gs.cameras import make_cameras, sample_orbit
-from psd_gs.gaussians import PARAM_NAMES, GaussianScene
+from psd_gs.scene.cameras import make_cameras, sample_orbit
+from psd_gs.scene.gaussians import PARAM_NAMES, GaussianScene
 from psd_gs.render import rasterize
 from psd_gs.render.projection import project
 from psd_gs.render.reference import rasterize_reference

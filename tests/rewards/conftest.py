@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from psd_gs.tiny import build_tiny_hps
+from psd_gs.doctor.tiny import build_tiny_hps
 from tests.rewards.tiny import bpe_clip_tokenizer, load_tiny, tiny_clip_config, tiny_open_clip
 
 

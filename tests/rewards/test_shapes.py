@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from psd_gs.cameras import turntable
+from psd_gs.scene.cameras import turntable
 from psd_gs.priors.shapes_world import ShapesWorld
 from psd_gs.render import rasterize
 from psd_gs.rewards import load_reward

@@ -8,18 +8,18 @@ import pytest
 import torch
 
 from psd_gs.config import preset
-from psd_gs.evaluate import eval_cameras, render_views
-from psd_gs.export import write_json
-from psd_gs.gaussians import GaussianScene
-from psd_gs.ply import save_ply
-from psd_gs.suite import clip_retrieval, evaluate_suite, r_precision
+from psd_gs.run.evaluate import eval_cameras, render_views
+from psd_gs.run.export import write_json
+from psd_gs.scene.gaussians import GaussianScene
+from psd_gs.scene.ply import save_ply
+from psd_gs.batch.suite import clip_retrieval, evaluate_suite, r_precision
 from tests.rewards.tiny import load_tiny
 
 PROMPTS = ("a corgi wearing a crown", "a red sports car")
 
 
 def sd_batch(root, methods=("psd", "sds")):
-    """A batch folder as ``psd_gs.batch`` writes it: index.json and runs/<id>/{scene.ply, config.json}."""
+    """A batch folder as ``psd_gs.batch.runner`` writes it: index.json and runs/<id>/{scene.ply, config.json}."""
     jobs = {}
     for i, (prompt, method) in enumerate((p, m) for p in PROMPTS for m in methods):
         cfg = preset("sd", prompt=prompt, seed=i)
@@ -42,7 +42,7 @@ def test_the_suite_leaves_out_each_runs_own_reward_and_measures_r_precision(tmp_
     report = evaluate_suite(batch, ["hpsv2", "pickscore", "aesthetic", "clip"], views=2, resolution=32,
                             device="cpu", load_reward=lambda name: load_tiny(name, weights_dir))
     assert len(report["runs"]) == 4  # the failed job is not judged
-    assert report["retrieval"] == "psd_gs.suite:clip_retrieval" and report["prompts"] == list(PROMPTS)
+    assert report["retrieval"] == "psd_gs.batch.suite:clip_retrieval" and report["prompts"] == list(PROMPTS)
     for run in report["runs"]:
         assert run["trained_with"] == "hpsv2"  # the sd preset's reward
         assert set(run["scores"]) == {"pickscore", "aesthetic", "clip"}

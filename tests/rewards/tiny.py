@@ -9,7 +9,7 @@ open_clip's, see test_pickscore_tokenizer_matches_open_clip).
 
 import gzip
 
-from psd_gs.tiny import TINY_OPEN_CLIP, tiny_open_clip  # noqa: F401 (re-exported for the tests)
+from psd_gs.doctor.tiny import TINY_OPEN_CLIP, tiny_open_clip  # noqa: F401 (re-exported for the tests)
 
 
 def bpe_clip_tokenizer():

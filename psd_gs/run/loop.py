@@ -1,0 +1,444 @@
+"""The optimisation loop: ``generate(cfg)`` yields ``Progress`` events, then a ``Result``.
+
+CLI, app, benchmarks and tests all call it. One loop, one place (as gsplat's ``simple_trainer``):
+rendering, guidance and densification are library calls.
+
+    for event in generate(cfg):
+        if isinstance(event, Progress): ...   # step, logs, a preview image every few steps
+        else: result = event                  # Result(scene, out_dir, ply_path, metrics)
+
+Everything a run writes goes into its own new folder below ``cfg.out_dir`` (``psd_gs.run.folders``: named from
+the time, a slug of the prompt, the method, the seed and a random token; marked INCOMPLETE until its
+outputs are written): config.json (the resolved config), checkpoint.pt (every ``checkpoint_every``
+steps, resumable), scene.ply, metrics.json, logs.json and turntable.mp4 (``psd_gs.run.export``). A consumer
+that stops iterating (closes the generator) gets the partial result written, as a cancel does.
+
+Failure handling: a step whose loss or gradients are not finite is skipped and logged; after
+``max_nan_steps`` in a row the run stops with GenerationError. Out-of-memory stops it the same way,
+after the failed step's tensors are dropped and the CUDA cache is emptied. In both cases the last good
+scene and the metrics are still written (scene.ply is never written with NaNs; a turntable that fails
+too is only noted in metrics.json), and the error names the folder. ``cancel.set()`` ends the run
+after the current step, with a Result (``cancelled=True``) holding what exists so far; set while the
+models load (before the run folder exists), it ends the run with no folder and no Result.
+
+Host syncs: a step waits for the GPU once, for its finiteness check. Guidance logs stay on the device
+as tensors and become floats in one batch at preview steps (and the last step); t is drawn on the CPU;
+cameras and backgrounds reach the GPU through pinned, non-blocking copies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import reset_opa
+
+from ..scene.cameras import sample_orbit
+from ..config import RunConfig
+from ..device import resolve_device, to_device
+from .export import preview_image, release_memory, write_json, write_outputs
+from ..scene.gaussians import PARAM_NAMES, GaussianScene
+from ..guidance import Guidance, make_guidance
+from ..priors import DiffusionPrior, load_prior
+from ..registry import METHODS, PRIORS, resolve
+from ..rewards import RewardModel, load_reward
+from ..render import rasterize
+from .folders import check_runs_root, mark_complete, mark_incomplete, new_run_dir
+from .validate import validate
+
+
+class GenerationError(RuntimeError):
+    """A run that had to stop (repeated NaN, out of memory); the message says where its output is."""
+
+
+class CancelToken(threading.Event):
+    """Set it (``cancel.set()``) from any thread to end a run after its current step and write what exists.
+    ``abort()`` also asks that a consumer who then stops iterating leaves without that write."""
+
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.set()
+
+
+@dataclass
+class Progress:
+    """One step done.
+
+    step: steps done (1..total); elapsed: seconds; n_gaussians: the scene's size now.
+    preview: uint8 [H, W, 3] render of a fixed view, every ``preview_every`` steps and at the last step,
+        else None.
+    history: on those same steps, the named float logs of every step since the previous one, each with
+        its "step"; [] otherwise (logs are turned into floats in batches, see the module docstring).
+    logs: the last entry of ``history`` without "step" ({} when ``history`` is empty).
+    """
+
+    step: int
+    total: int
+    logs: Dict[str, float]
+    elapsed: float
+    n_gaussians: int
+    preview: Optional[np.ndarray] = None
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    scene: GaussianScene
+    out_dir: Path
+    ply_path: Path
+    metrics: Dict[str, object]
+    cancelled: bool = False
+    turntable_path: Optional[Path] = None
+    config_path: Optional[Path] = None
+    metrics_path: Optional[Path] = None
+    mesh_path: Optional[Path] = None
+    extra: Dict[str, object] = field(default_factory=dict)
+
+
+# ---- set-up helpers ---------------------------------------------------------------------------
+
+
+def make_optimizers(scene: GaussianScene, cfg: RunConfig) -> Dict[str, torch.optim.Optimizer]:
+    """One Adam per raw tensor, as gsplat's strategies expect (keys = scene.params keys)."""
+    s = cfg.scene
+    lrs = {"means": s.lr_means, "quats": s.lr_quats, "scales": s.lr_scales, "opacities": s.lr_opacities,
+           "sh0": s.lr_sh0, "shN": s.lr_shN}
+    return {g["name"]: torch.optim.Adam([g], eps=1e-15) for g in scene.param_groups(lrs)}
+
+
+def means_lr(cfg: RunConfig, step: int) -> float:
+    """Log-linear decay from lr_means to lr_means_final over the run (DreamGaussian's schedule)."""
+    t = min(step / max(cfg.steps - 1, 1), 1.0)
+    return math.exp((1 - t) * math.log(cfg.scene.lr_means) + t * math.log(cfg.scene.lr_means_final))
+
+
+def make_strategy(cfg: RunConfig) -> DefaultStrategy:
+    s, n = cfg.scene, cfg.steps
+    return DefaultStrategy(
+        prune_opa=s.prune_opa, grow_grad2d=s.grow_grad2d,
+        refine_start_iter=int(s.densify_from * n), refine_stop_iter=int(s.densify_until * n) if s.densify else 0,
+        refine_every=s.densify_every, reset_every=s.opacity_reset_every or 10 ** 9, verbose=False)
+
+
+def opacity_reset_due(cfg: RunConfig, step: int, refine_stop: int) -> bool:
+    """Whether the loop resets opacities after ``step`` (gsplat 1.5.3's own reset never fires):
+    every ``opacity_reset_every`` steps while densification still runs (before ``refine_stop``)."""
+    every = cfg.scene.opacity_reset_every
+    return bool(every) and step > 0 and step % every == 0 and step < refine_stop
+
+
+def _events(cfg: RunConfig) -> Dict[str, Tuple[bool, List[int]]]:
+    """name -> (enabled by the settings, the 0-based steps at which it fires), by the loop's own rules."""
+    from ..registry import METHODS, resolve
+
+    n, strat, sc = cfg.steps, make_strategy(cfg), cfg.scene
+    events = {"densify": (sc.densify, [s for s in range(n) if strat.refine_start_iter < s < strat.refine_stop_iter
+                                       and s % strat.refine_every == 0] if sc.densify else []),
+              "opacity_reset": (sc.densify and sc.opacity_reset_every > 0,
+                                [s for s in range(n) if opacity_reset_due(cfg, s, strat.refine_stop_iter)])}
+    for _, res in cfg.camera.resolution:
+        events[f"resolution:{res}"] = (True, [s for s in range(n) if cfg.camera.resolution_at(s, n) == res][:1])
+    return events | resolve(METHODS[cfg.guidance.method].cls).events(cfg.guidance, n)
+
+
+def schedule_events(cfg: RunConfig) -> Dict[str, List[int]]:
+    """The 0-based steps at which each scheduled event of ``cfg`` fires, by the rules the loop applies.
+
+    "densify": gsplat DefaultStrategy's refine steps; "opacity_reset": ``opacity_reset_due``;
+    "resolution:<px>": the first step at each resolution stage; and the method's own (``Guidance.events``:
+    PSD's "pair" window and "negative" updates). An enabled event with no step never happens.
+    """
+    return {name: steps for name, (_, steps) in _events(cfg).items()}
+
+
+def schedule_problems(cfg: RunConfig) -> List[str]:
+    """Settings that ask for an event which never fires in this run (empty when the schedule is consistent)."""
+    return [f"{name} never happens in {cfg.steps} steps (check its settings against the run length)"
+            for name, (enabled, steps) in _events(cfg).items() if enabled and not steps]
+
+
+def background(cfg: RunConfig, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """This step's background colour [3]: white, black, random, or mixed (white or random)."""
+    mode = cfg.camera.background
+    rand = torch.rand(4, generator=g)  # always drawn, so the stream does not depend on the mode
+    if mode == "white" or (mode == "mixed" and rand[3] < 0.5):
+        return torch.ones(3, device=device)
+    if mode == "black":
+        return torch.zeros(3, device=device)
+    return to_device(rand[:3], device)
+
+
+
+# ---- per-step helpers -------------------------------------------------------------------------
+
+
+def all_finite(loss: torch.Tensor, params: List[torch.Tensor]) -> bool:
+    """Whether ``loss`` and every gradient of ``params`` are finite: one stacked check, one host sync."""
+    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(checks).all())
+
+
+def logs_to_floats(pending: List[Tuple[int, Dict[str, object]]]) -> List[Dict[str, float]]:
+    """[(step, logs)] with tensor or float values -> [{"step": step, name: float}], in one host sync
+    per device (every tensor of a device is stacked and copied at once)."""
+    tensors: Dict[torch.device, List[torch.Tensor]] = {}
+    for _, logs in pending:
+        for v in logs.values():
+            if torch.is_tensor(v):
+                tensors.setdefault(v.device, []).append(v.detach().float().reshape(()))
+    values = {}
+    for dev, ts in tensors.items():
+        values[dev] = iter(torch.stack(ts).cpu().tolist())
+    return [{"step": float(step), **{k: next(values[v.device]) if torch.is_tensor(v) else float(v)
+                                     for k, v in logs.items()}} for step, logs in pending]
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def rng_states(gens: Dict[str, torch.Generator], device: torch.device) -> Dict[str, torch.Tensor]:
+    """Every random state a resumed run needs: ours, torch's global CPU generator and, on CUDA, the
+    device's global generator (gsplat's split draws its samples from it)."""
+    states = {k: g.get_state() for k, g in gens.items()} | {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(states: Dict[str, torch.Tensor], gens: Dict[str, torch.Generator],
+                       device: torch.device) -> None:
+    """The inverse of ``rng_states`` (a checkpoint made on the CPU leaves the CUDA generator as seeded)."""
+    for k, g in gens.items():
+        g.set_state(states[k])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _save_checkpoint(path: Path, step: int, scene: GaussianScene, optimizers, strategy_state, guidance: Guidance,
+                     rng: Dict[str, torch.Tensor], nan_count: int) -> None:
+    """``optimizers``: the scene's and the guidance's, by name."""
+    state = {
+        "step": step, "sh_degree": scene.sh_degree, "nan_count": nan_count,
+        "params": scene.detached(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "strategy": {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in strategy_state.items()},
+        "guidance": guidance.state_dict(),
+        "rng": rng,
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint to resume at {path}; run with checkpoint_every > 0 first")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ---- the loop ---------------------------------------------------------------------------------
+
+
+def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Optional[RewardModel] = None,
+             cancel: Optional[threading.Event] = None, resume: Optional[Union[str, Path]] = None,
+             owner: str = "") -> Iterator[Union[Progress, Result]]:
+    """Run one generation; yields Progress per step and finally one Result.
+
+    prior, reward: models already loaded for ``cfg.prior`` and ``cfg.reward`` (the app and the batch
+        runner keep them between runs; ``psd_gs.run.models.ModelCache``); None loads them here. With a
+        reward (given, or loaded because the method needs it) the result's reward over 8 orbit views
+        is measured into metrics.json.
+    owner: an opaque id written into the run folder's ``owner`` file (the app lists and serves each
+        user only their own runs).
+    resume: a run folder written by an earlier call with ``checkpoint_every`` > 0; the run goes on
+        from its last checkpoint with that folder's config.
+    """
+    # 1. Check inputs (one pass, before anything loads), pick the device
+    if resume is not None:
+        out_dir = Path(resume)
+        cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if resume is None:
+        check_runs_root(cfg.out_dir)  # fail before minutes of model loading, not after
+    cancel = cancel or threading.Event()
+    for problem in schedule_problems(cfg):
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+
+    # 2. Prior, reward, guidance (before the run folder exists: a load error leaves nothing behind)
+    prior = prior or load_prior(cfg.prior, device)
+    prior.prepare(cfg)
+    if reward is None and METHODS[cfg.guidance.method].needs_reward:
+        reward = load_reward(cfg.reward, device=device)
+    guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
+    if cancel.is_set() and resume is None:
+        return  # cancelled while the models loaded: nothing was made, so nothing is written (no Result)
+    if resume is None:
+        out_dir = new_run_dir(cfg.out_dir, cfg.prompt, cfg.guidance.method, cfg.seed)  # marked INCOMPLETE
+        (out_dir / "config.json").write_text(cfg.to_json())
+        if owner:
+            (out_dir / "owner").write_text(owner)
+    else:
+        mark_incomplete(out_dir)
+
+    # 3. Scene, optimisers, densification; seeded generators for every random draw
+    torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
+    gens = {"scene": torch.Generator().manual_seed(cfg.seed), "camera": torch.Generator().manual_seed(cfg.seed + 1),
+            "background": torch.Generator().manual_seed(cfg.seed + 2)}
+    scene = GaussianScene.random(cfg.scene.n_init, radius=cfg.scene.init_radius, sh_degree=cfg.scene.sh_degree,
+                                 init_opacity=cfg.scene.init_opacity, generator=gens["scene"], device=device,
+                                 color_jitter=cfg.scene.color_jitter)
+    optimizers = make_optimizers(scene, cfg)
+    strategy = make_strategy(cfg)
+    strategy.check_sanity(scene.params, optimizers)
+    strategy_state = strategy.initialize_state(scene_scale=1.0)
+    guidance_optimizers = {g["name"]: torch.optim.Adam([g]) for g in guidance.param_groups()}
+    start, nan_count = 0, 0
+
+    # 4. Resume from a checkpoint
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume is not None:
+        ck = _load_checkpoint(ckpt_path)
+        scene = GaussianScene(*[ck["params"][k] for k in PARAM_NAMES], sh_degree=ck["sh_degree"]).to(device)
+        optimizers = make_optimizers(scene, cfg)
+        guidance.load_state_dict(ck["guidance"])  # before its optimisers, which hold its parameters
+        for k, opt in (optimizers | guidance_optimizers).items():
+            opt.load_state_dict(ck["optimizers"][k])
+        strategy_state = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in ck["strategy"].items()}
+        restore_rng_states(ck["rng"], gens, device)
+        start, nan_count = ck["step"], ck["nan_count"]
+
+    # 5. Optimise
+    t0, nan_total, failure, closed = time.perf_counter(), 0, None, False
+    pending: List[Tuple[int, Dict[str, object]]] = []  # per-step logs not yet turned into floats
+    last_logs: Dict[str, float] = {}
+    all_logs: List[Dict[str, float]] = []  # every flushed step's logs, saved as logs.json
+    cam = cfg.camera
+    res = cam.resolution_at(start, cfg.steps)
+    step = start
+    render = out = loss = None
+    all_optimizers = list(optimizers.values()) + list(guidance_optimizers.values())  # densification keeps these
+    guidance_params = [p for g in guidance.param_groups() for p in g["params"]]
+    try:
+        for step in range(start, cfg.steps):
+            if cancel.is_set():
+                break
+            res = cam.resolution_at(step, cfg.steps)
+            cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
+                                generator=gens["camera"], grid=prior.pose_grid)  # on the CPU: the guidance's
+            bg = background(cfg, gens["background"], device)
+            render = rasterize(scene, cams.to(device), bg)
+            out = guidance.step(render, cams, step, cfg.steps)
+            loss = sum(out.losses.values())
+            strategy.step_pre_backward(scene.params, optimizers, strategy_state, step, render.info)
+            loss.backward()
+            logs = {f"loss_{name}": term.detach() for name, term in out.losses.items()} | out.logs
+            if not all_finite(loss, [*scene.params.values(), *guidance_params]):  # densification replaces params
+                nan_count, nan_total = nan_count + 1, nan_total + 1
+                for opt in all_optimizers:
+                    opt.zero_grad(set_to_none=True)
+                logs["skipped_nan"] = 1.0
+                if nan_count >= cfg.max_nan_steps:
+                    failure = (f"the loss or its gradients were not finite for {nan_count} steps in a row (last at "
+                               f"step {step}); stopped. Lower the learning rates or the CFG scale", "non-finite loss")
+                    break
+            else:
+                nan_count = 0
+                optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
+                for opt in all_optimizers:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                if cfg.scene.color_floor:
+                    scene.floor_colors_()
+                strategy.step_post_backward(scene.params, optimizers, strategy_state, step, render.info, packed=False)
+                if len(scene) > cfg.scene.max_gaussians:
+                    strategy.refine_stop_iter = step  # no more growth
+                if opacity_reset_due(cfg, step, strategy.refine_stop_iter):
+                    reset_opa(scene.params, optimizers, strategy_state, value=strategy.prune_opa * 2.0)
+            pending.append((step + 1, logs))
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                _save_checkpoint(ckpt_path, step + 1, scene, optimizers | guidance_optimizers, strategy_state,
+                                 guidance, rng_states(gens, device), nan_count)
+            preview, history = None, []
+            if (step + 1 == cfg.steps or cancel.is_set()
+                    or (cfg.preview_every and (step + 1) % cfg.preview_every == 0)):
+                history, pending = logs_to_floats(pending), []
+                all_logs += history
+                last_logs = {k: v for k, v in history[-1].items() if k != "step"}
+                preview = preview_image(scene, cfg, res) if cfg.preview_every else None
+            yield Progress(step + 1, cfg.steps, last_logs if history else {}, time.perf_counter() - t0,
+                           len(scene), preview, history)
+        else:
+            step = cfg.steps
+    except torch.OutOfMemoryError:
+        failure = (f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): "
+                   f"lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
+    except GeneratorExit:  # the consumer went away (a closed page, a cancelled request): keep what exists
+        closed, step = True, step + 1  # it left at a yield: step ``step`` was done
+    if closed and getattr(cancel, "aborted", False):
+        return  # aborted (a second Ctrl-C): the folder stays INCOMPLETE, with its checkpoint if any
+    if failure is not None:  # outside the except block: its traceback, and the tensors it holds, are gone
+        render = out = loss = None
+        for opt in all_optimizers:
+            opt.zero_grad(set_to_none=True)
+        release_memory(device)
+        _export(scene, cfg, out_dir, {"error": failure[1], "step": step, "steps": cfg.steps,
+                                           "n_gaussians": len(scene)}, all_logs + logs_to_floats(pending))
+        raise GenerationError(f"{failure[0]}. The last good scene is in {out_dir}")
+
+    # 6. Export (a closed generator cannot yield: it writes its partial result and ends)
+    cancelled = step < cfg.steps or closed
+    if pending:  # a cancel between flushes
+        all_logs += logs_to_floats(pending)
+        last_logs = {k: v for k, v in all_logs[-1].items() if k != "step"}
+    elapsed = time.perf_counter() - t0
+    metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
+               "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
+               "nan_steps_skipped": nan_total, "last_logs": last_logs}
+    report = PRIORS[cfg.prior.name].report
+    if report and reward is None:
+        reward = load_reward(cfg.reward, device=device)
+    if reward is not None:  # the reward over 8 orbit views off the training grid, and the world's report
+        from .evaluate import eval_cameras, render_views, score
+
+        views = eval_cameras(8, res, cfg.camera.radius[0], cfg.camera.fovy[0])
+        per_view = score(render_views(scene, views), reward, cfg.prompt)
+        metrics["reward_views"] = {"mean": per_view.mean().item(), "per_view": per_view.tolist(),
+                                   "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
+        if report:
+            metrics["evaluation"] = resolve(report)(scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
+    result = _export(scene, cfg, out_dir, metrics, all_logs, cancelled)
+    if not closed:
+        yield result
+
+
+def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,
+            logs: List[Dict[str, float]], cancelled: bool = False) -> Result:
+    """Write the run's outputs (``export.write_outputs``) and its per-step logs (logs.json), then mark the
+    folder complete; the Result."""
+    write_json(out_dir / "logs.json", logs)
+    paths = write_outputs(scene, cfg, out_dir, metrics)
+    mark_complete(out_dir)
+    return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
+                  paths["metrics"], paths["mesh"])
+
+
+def run(cfg: RunConfig, **kwargs) -> Result:
+    """generate() to the end; returns its Result."""
+    result = None
+    for event in generate(cfg, **kwargs):
+        if isinstance(event, Result):
+            result = event
+    return result
