@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-import app
+from psd_gs.app import page, world
 from psd_gs import registry
 from psd_gs.cli.main import build_parser, main
 from psd_gs.registry import MethodEntry, PriorEntry, RewardEntry
@@ -131,12 +131,12 @@ def test_fetch_weights_lists_their_files(throwaways, capsys):
 
 
 def test_the_app_offers_them(throwaways):
-    demo = app.build_demo("shapes", "test", runs_root=str(throwaways / "app-runs"))
+    demo = page.build_demo("shapes", "test", runs_root=str(throwaways / "app-runs"))
     by_label = {getattr(b, "label", None): b for b in demo.blocks.values()}
     assert "half_sds" in [v for _, v in by_label["Method"].choices]
     assert "bright" in [v for _, v in by_label["Reward model"].choices]
     priors = dict((v, label) for label, v in by_label["Prior"].choices)
     assert priors["flat"] == "Flat (weights not cached)" and "shapes" in priors
-    cfg = app.make_config("shapes", "runs", {"prompt": "a cube", "prior.name": "flat", "guidance.method": "half_sds",
+    cfg = world.make_config("shapes", "runs", {"prompt": "a cube", "prior.name": "flat", "guidance.method": "half_sds",
                                               "reward": "bright"})
     assert (cfg.prior.name, cfg.prior.options, cfg.guidance.method) == ("flat", {"pool": 4}, "half_sds")

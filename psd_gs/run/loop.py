@@ -251,6 +251,46 @@ def _load_checkpoint(path: Path) -> dict:
 # ---- the loop ---------------------------------------------------------------------------------
 
 
+@dataclass
+class Training:
+    """Everything a run changes as it goes (the loop's stages pass it along; a checkpoint saves it).
+
+    step: the loop's position: after the loop, the steps done (or the failing step, with ``failure``).
+    res: the resolution of the latest step (the evaluation renders at it).
+    failure: (message, short reason) when the run had to stop (repeated NaN, out of memory).
+    history: every flushed step's logs (logs.json); pending: per-step logs not yet turned into floats.
+    """
+
+    cfg: RunConfig
+    device: torch.device
+    out_dir: Path
+    guidance: Guidance
+    scene: GaussianScene
+    optimizers: Dict[str, torch.optim.Optimizer]
+    guidance_optimizers: Dict[str, torch.optim.Optimizer]
+    strategy: DefaultStrategy
+    strategy_state: Dict[str, object]
+    gens: Dict[str, torch.Generator]
+    start: int = 0
+    step: int = 0
+    res: int = 0  # the resolution of the latest step
+    nan_count: int = 0
+    nan_total: int = 0
+    failure: Optional[Tuple[str, str]] = None
+    history: List[Dict[str, float]] = field(default_factory=list)
+    pending: List[Tuple[int, Dict[str, object]]] = field(default_factory=list)
+    last_logs: Dict[str, float] = field(default_factory=dict)
+    t0: float = 0.0
+
+    @property
+    def all_optimizers(self) -> List[torch.optim.Optimizer]:
+        return list(self.optimizers.values()) + list(self.guidance_optimizers.values())
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+
 def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Optional[RewardModel] = None,
              cancel: Optional[threading.Event] = None, resume: Optional[Union[str, Path]] = None,
              owner: str = "") -> Iterator[Union[Progress, Result]]:
@@ -265,35 +305,70 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     resume: a run folder written by an earlier call with ``checkpoint_every`` > 0; the run goes on
         from its last checkpoint with that folder's config.
     """
-    # 1. Check inputs (one pass, before anything loads), pick the device
+    cfg, device, cancel = _check(cfg, resume, cancel)  # 1. one pass before anything loads
+    prior, reward, guidance = _load_models(cfg, device, prior, reward)  # 2. before the folder exists
+    if cancel.is_set() and resume is None:
+        return  # cancelled while the models loaded: nothing was made, so nothing is written (no Result)
+    out_dir = _run_folder(cfg, resume, owner)
+    t = _setup(cfg, device, guidance, out_dir)  # 3. scene, optimisers, densification, seeded generators
     if resume is not None:
-        out_dir = Path(resume)
-        cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text()))
+        _resume(t)  # 4. parameters, optimisers, strategy, guidance, every random state
+    closed = False
+    try:
+        yield from _optimise(t, prior, cancel)  # 5. the steps
+    except torch.OutOfMemoryError:
+        t.failure = (f"out of memory at step {t.step} ({len(t.scene)} Gaussians, {t.res} px, {cfg.camera.batch} "
+                     "views per step): lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
+    except GeneratorExit:  # the consumer went away (a closed page, a cancelled request): keep what exists
+        closed, t.step = True, t.step + 1  # it left at a yield: step ``t.step`` was done
+    if closed and getattr(cancel, "aborted", False):
+        return  # aborted (a second Ctrl-C): the folder stays INCOMPLETE, with its checkpoint if any
+    if t.failure is not None:
+        _stop(t)  # the last good scene and the metrics written, then GenerationError
+    result = _finish(t, reward, closed)  # 6. scene.ply, metrics (with the prior's report), turntable, mesh
+    if not closed:
+        yield result
+
+
+def _check(cfg: RunConfig, resume, cancel) -> Tuple[RunConfig, torch.device, threading.Event]:
+    """The run's config (a resumed run's own), validated; its device; a cancel event. Warns about scheduled
+    events that never happen."""
+    if resume is not None:
+        cfg = RunConfig.from_dict(json.loads((Path(resume) / "config.json").read_text()))
     validate(cfg)
     device = resolve_device(cfg.device)
     if resume is None:
         check_runs_root(cfg.out_dir)  # fail before minutes of model loading, not after
-    cancel = cancel or threading.Event()
     for problem in schedule_problems(cfg):
-        warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        warnings.warn(problem, RuntimeWarning, stacklevel=3)
+    return cfg, device, cancel or threading.Event()
 
-    # 2. Prior, reward, guidance (before the run folder exists: a load error leaves nothing behind)
+
+def _load_models(cfg: RunConfig, device: torch.device, prior: Optional[DiffusionPrior],
+                 reward: Optional[RewardModel]) -> Tuple[DiffusionPrior, Optional[RewardModel], Guidance]:
+    """The prior (prepared for this run), the reward when the method needs one, and the guidance."""
     prior = prior or load_prior(cfg.prior, device)
     prior.prepare(cfg)
     if reward is None and METHODS[cfg.guidance.method].needs_reward:
         reward = load_reward(cfg.reward, device=device)
-    guidance = make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
-    if cancel.is_set() and resume is None:
-        return  # cancelled while the models loaded: nothing was made, so nothing is written (no Result)
-    if resume is None:
-        out_dir = new_run_dir(cfg.out_dir, cfg.prompt, cfg.guidance.method, cfg.seed)  # marked INCOMPLETE
-        (out_dir / "config.json").write_text(cfg.to_json())
-        if owner:
-            (out_dir / "owner").write_text(owner)
-    else:
-        mark_incomplete(out_dir)
+    return prior, reward, make_guidance(cfg.guidance, prior, cfg.prompt, reward, seed=cfg.seed)
 
-    # 3. Scene, optimisers, densification; seeded generators for every random draw
+
+def _run_folder(cfg: RunConfig, resume, owner: str) -> Path:
+    """A new run folder with config.json (and the owner's id), marked INCOMPLETE; a resumed run's own."""
+    if resume is not None:
+        mark_incomplete(Path(resume))
+        return Path(resume)
+    out_dir = new_run_dir(cfg.out_dir, cfg.prompt, cfg.guidance.method, cfg.seed)  # marked INCOMPLETE
+    (out_dir / "config.json").write_text(cfg.to_json())
+    if owner:
+        (out_dir / "owner").write_text(owner)
+    return out_dir
+
+
+def _setup(cfg: RunConfig, device: torch.device, guidance: Guidance, out_dir: Path) -> Training:
+    """A fresh scene with per-tensor Adam, gsplat's DefaultStrategy, one Adam per guidance parameter group, and
+    seeded CPU generators for the scene, the cameras and the backgrounds."""
     torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
     gens = {"scene": torch.Generator().manual_seed(cfg.seed), "camera": torch.Generator().manual_seed(cfg.seed + 1),
             "background": torch.Generator().manual_seed(cfg.seed + 2)}
@@ -303,125 +378,130 @@ def generate(cfg: RunConfig, prior: Optional[DiffusionPrior] = None, reward: Opt
     optimizers = make_optimizers(scene, cfg)
     strategy = make_strategy(cfg)
     strategy.check_sanity(scene.params, optimizers)
-    strategy_state = strategy.initialize_state(scene_scale=1.0)
-    guidance_optimizers = {g["name"]: torch.optim.Adam([g]) for g in guidance.param_groups()}
-    start, nan_count = 0, 0
+    return Training(cfg, device, out_dir, guidance, scene, optimizers,
+                    {g["name"]: torch.optim.Adam([g]) for g in guidance.param_groups()}, strategy,
+                    strategy.initialize_state(scene_scale=1.0), gens)
 
-    # 4. Resume from a checkpoint
-    ckpt_path = out_dir / "checkpoint.pt"
-    if resume is not None:
-        ck = _load_checkpoint(ckpt_path)
-        scene = GaussianScene(*[ck["params"][k] for k in PARAM_NAMES], sh_degree=ck["sh_degree"]).to(device)
-        optimizers = make_optimizers(scene, cfg)
-        guidance.load_state_dict(ck["guidance"])  # before its optimisers, which hold its parameters
-        for k, opt in (optimizers | guidance_optimizers).items():
-            opt.load_state_dict(ck["optimizers"][k])
-        strategy_state = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in ck["strategy"].items()}
-        restore_rng_states(ck["rng"], gens, device)
-        start, nan_count = ck["step"], ck["nan_count"]
 
-    # 5. Optimise
-    t0, nan_total, failure, closed = time.perf_counter(), 0, None, False
-    pending: List[Tuple[int, Dict[str, object]]] = []  # per-step logs not yet turned into floats
-    last_logs: Dict[str, float] = {}
-    all_logs: List[Dict[str, float]] = []  # every flushed step's logs, saved as logs.json
-    cam = cfg.camera
-    res = cam.resolution_at(start, cfg.steps)
-    step = start
-    render = out = loss = None
-    all_optimizers = list(optimizers.values()) + list(guidance_optimizers.values())  # densification keeps these
-    guidance_params = [p for g in guidance.param_groups() for p in g["params"]]
-    try:
-        for step in range(start, cfg.steps):
-            if cancel.is_set():
-                break
-            res = cam.resolution_at(step, cfg.steps)
-            cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
-                                generator=gens["camera"], grid=prior.pose_grid)  # on the CPU: the guidance's
-            bg = background(cfg, gens["background"], device)
-            render = rasterize(scene, cams.to(device), bg)
-            out = guidance.step(render, cams, step, cfg.steps)
-            loss = sum(out.losses.values())
-            strategy.step_pre_backward(scene.params, optimizers, strategy_state, step, render.info)
-            loss.backward()
-            logs = {f"loss_{name}": term.detach() for name, term in out.losses.items()} | out.logs
-            if not all_finite(loss, [*scene.params.values(), *guidance_params]):  # densification replaces params
-                nan_count, nan_total = nan_count + 1, nan_total + 1
-                for opt in all_optimizers:
-                    opt.zero_grad(set_to_none=True)
-                logs["skipped_nan"] = 1.0
-                if nan_count >= cfg.max_nan_steps:
-                    failure = (f"the loss or its gradients were not finite for {nan_count} steps in a row (last at "
-                               f"step {step}); stopped. Lower the learning rates or the CFG scale", "non-finite loss")
-                    break
-            else:
-                nan_count = 0
-                optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
-                for opt in all_optimizers:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                if cfg.scene.color_floor:
-                    scene.floor_colors_()
-                strategy.step_post_backward(scene.params, optimizers, strategy_state, step, render.info, packed=False)
-                if len(scene) > cfg.scene.max_gaussians:
-                    strategy.refine_stop_iter = step  # no more growth
-                if opacity_reset_due(cfg, step, strategy.refine_stop_iter):
-                    reset_opa(scene.params, optimizers, strategy_state, value=strategy.prune_opa * 2.0)
-            pending.append((step + 1, logs))
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-                _save_checkpoint(ckpt_path, step + 1, scene, optimizers | guidance_optimizers, strategy_state,
-                                 guidance, rng_states(gens, device), nan_count)
-            preview, history = None, []
-            if (step + 1 == cfg.steps or cancel.is_set()
-                    or (cfg.preview_every and (step + 1) % cfg.preview_every == 0)):
-                history, pending = logs_to_floats(pending), []
-                all_logs += history
-                last_logs = {k: v for k, v in history[-1].items() if k != "step"}
-                preview = preview_image(scene, cfg, res) if cfg.preview_every else None
-            yield Progress(step + 1, cfg.steps, last_logs if history else {}, time.perf_counter() - t0,
-                           len(scene), preview, history)
-        else:
-            step = cfg.steps
-    except torch.OutOfMemoryError:
-        failure = (f"out of memory at step {step} ({len(scene)} Gaussians, {res} px, {cam.batch} views per step): "
-                   f"lower camera.batch, the resolution or scene.max_gaussians", "out of memory")
-    except GeneratorExit:  # the consumer went away (a closed page, a cancelled request): keep what exists
-        closed, step = True, step + 1  # it left at a yield: step ``step`` was done
-    if closed and getattr(cancel, "aborted", False):
-        return  # aborted (a second Ctrl-C): the folder stays INCOMPLETE, with its checkpoint if any
-    if failure is not None:  # outside the except block: its traceback, and the tensors it holds, are gone
-        render = out = loss = None
-        for opt in all_optimizers:
+def _resume(t: Training) -> None:
+    """Everything ``_save_checkpoint`` wrote, back in place: the run goes on bit for bit."""
+    ck = _load_checkpoint(t.checkpoint_path)
+    t.scene = GaussianScene(*[ck["params"][k] for k in PARAM_NAMES], sh_degree=ck["sh_degree"]).to(t.device)
+    t.optimizers = make_optimizers(t.scene, t.cfg)
+    t.guidance.load_state_dict(ck["guidance"])  # before its optimisers, which hold its parameters
+    for k, opt in (t.optimizers | t.guidance_optimizers).items():
+        opt.load_state_dict(ck["optimizers"][k])
+    t.strategy_state = {k: (v.to(t.device) if torch.is_tensor(v) else v) for k, v in ck["strategy"].items()}
+    restore_rng_states(ck["rng"], t.gens, t.device)
+    t.start, t.nan_count = ck["step"], ck["nan_count"]
+
+
+def _optimise(t: Training, prior: DiffusionPrior, cancel: threading.Event) -> Iterator[Progress]:
+    """Steps ``t.start`` .. cfg.steps, a Progress after each; stops early on cancel or on ``t.failure``."""
+    cfg = t.cfg
+    t.t0, t.step, t.res = time.perf_counter(), t.start, cfg.camera.resolution_at(t.start, cfg.steps)
+    for step in range(t.start, cfg.steps):
+        t.step = step
+        if cancel.is_set():
+            return
+        t.res = res = cfg.camera.resolution_at(step, cfg.steps)
+        logs = _step(t, prior, step, res)
+        if t.failure is not None:
+            return
+        t.pending.append((step + 1, logs))
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            _save_checkpoint(t.checkpoint_path, step + 1, t.scene, t.optimizers | t.guidance_optimizers,
+                             t.strategy_state, t.guidance, rng_states(t.gens, t.device), t.nan_count)
+        preview, history = None, []
+        if step + 1 == cfg.steps or cancel.is_set() or (cfg.preview_every and (step + 1) % cfg.preview_every == 0):
+            history = _flush_logs(t)
+            preview = preview_image(t.scene, cfg, res) if cfg.preview_every else None
+        yield Progress(step + 1, cfg.steps, t.last_logs if history else {}, time.perf_counter() - t.t0,
+                       len(t.scene), preview, history)
+    t.step = cfg.steps
+
+
+def _step(t: Training, prior: DiffusionPrior, step: int, res: int) -> Dict[str, object]:
+    """One optimisation step at resolution ``res``: cameras, render, guidance, one backward, one finiteness
+    check, the optimisers, the colour floor, densification, our opacity reset. Its logs (tensors allowed)."""
+    cfg, cam, scene = t.cfg, t.cfg.camera, t.scene
+    cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
+                        generator=t.gens["camera"], grid=prior.pose_grid)  # on the CPU: the guidance's
+    render = rasterize(scene, cams.to(t.device), background(cfg, t.gens["background"], t.device))
+    out = t.guidance.step(render, cams, step, cfg.steps)
+    loss = sum(out.losses.values())
+    t.strategy.step_pre_backward(scene.params, t.optimizers, t.strategy_state, step, render.info)
+    loss.backward()
+    logs = {f"loss_{name}": term.detach() for name, term in out.losses.items()} | out.logs
+    guidance_params = [p for g in t.guidance.param_groups() for p in g["params"]]
+    if not all_finite(loss, [*scene.params.values(), *guidance_params]):  # densification replaces params
+        t.nan_count, t.nan_total = t.nan_count + 1, t.nan_total + 1
+        for opt in t.all_optimizers:
             opt.zero_grad(set_to_none=True)
-        release_memory(device)
-        _export(scene, cfg, out_dir, {"error": failure[1], "step": step, "steps": cfg.steps,
-                                           "n_gaussians": len(scene)}, all_logs + logs_to_floats(pending))
-        raise GenerationError(f"{failure[0]}. The last good scene is in {out_dir}")
+        logs["skipped_nan"] = 1.0
+        if t.nan_count >= cfg.max_nan_steps:
+            t.failure = (f"the loss or its gradients were not finite for {t.nan_count} steps in a row (last at "
+                         f"step {step}); stopped. Lower the learning rates or the CFG scale", "non-finite loss")
+        return logs
+    t.nan_count = 0
+    t.optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
+    for opt in t.all_optimizers:  # densification keeps these lists' tensors in place
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if cfg.scene.color_floor:
+        scene.floor_colors_()
+    t.strategy.step_post_backward(scene.params, t.optimizers, t.strategy_state, step, render.info, packed=False)
+    if len(scene) > cfg.scene.max_gaussians:
+        t.strategy.refine_stop_iter = step  # no more growth
+    if opacity_reset_due(cfg, step, t.strategy.refine_stop_iter):
+        reset_opa(scene.params, t.optimizers, t.strategy_state, value=t.strategy.prune_opa * 2.0)
+    return logs
 
-    # 6. Export (a closed generator cannot yield: it writes its partial result and ends)
-    cancelled = step < cfg.steps or closed
-    if pending:  # a cancel between flushes
-        all_logs += logs_to_floats(pending)
-        last_logs = {k: v for k, v in all_logs[-1].items() if k != "step"}
-    elapsed = time.perf_counter() - t0
-    metrics = {"steps_done": step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
-               "seconds_per_step": elapsed / max(step - start, 1), "n_gaussians": len(scene),
-               "nan_steps_skipped": nan_total, "last_logs": last_logs}
+
+def _flush_logs(t: Training) -> List[Dict[str, float]]:
+    """The pending per-step logs as floats (one host sync), added to ``t.history``; returns them."""
+    flushed, t.pending = logs_to_floats(t.pending), []
+    t.history += flushed
+    if flushed:
+        t.last_logs = {k: v for k, v in flushed[-1].items() if k != "step"}
+    return flushed
+
+
+def _stop(t: Training) -> None:
+    """A run that had to stop: its step's tensors dropped, the last good scene and metrics written; raises
+    GenerationError naming the folder."""
+    for opt in t.all_optimizers:
+        opt.zero_grad(set_to_none=True)
+    release_memory(t.device)
+    _export(t.scene, t.cfg, t.out_dir, {"error": t.failure[1], "step": t.step, "steps": t.cfg.steps,
+                                         "n_gaussians": len(t.scene)}, t.history + logs_to_floats(t.pending))
+    raise GenerationError(f"{t.failure[0]}. The last good scene is in {t.out_dir}")
+
+
+def _finish(t: Training, reward: Optional[RewardModel], closed: bool) -> Result:
+    """The run's metrics (with the reward over 8 orbit views off the training grid and the world's report)
+    and its outputs; the Result. A closed generator cannot yield: the caller then only writes."""
+    cfg = t.cfg
+    cancelled = t.step < cfg.steps or closed
+    if t.pending:  # a cancel between flushes
+        _flush_logs(t)
+    elapsed = time.perf_counter() - t.t0
+    metrics = {"steps_done": t.step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
+               "seconds_per_step": elapsed / max(t.step - t.start, 1), "n_gaussians": len(t.scene),
+               "nan_steps_skipped": t.nan_total, "last_logs": t.last_logs}
     report = PRIORS[cfg.prior.name].report
     if report and reward is None:
-        reward = load_reward(cfg.reward, device=device)
-    if reward is not None:  # the reward over 8 orbit views off the training grid, and the world's report
+        reward = load_reward(cfg.reward, device=t.device)
+    if reward is not None:
         from .evaluate import eval_cameras, render_views, score
 
-        views = eval_cameras(8, res, cfg.camera.radius[0], cfg.camera.fovy[0])
-        per_view = score(render_views(scene, views), reward, cfg.prompt)
+        views = eval_cameras(8, t.res, cfg.camera.radius[0], cfg.camera.fovy[0])
+        per_view = score(render_views(t.scene, views), reward, cfg.prompt)
         metrics["reward_views"] = {"mean": per_view.mean().item(), "per_view": per_view.tolist(),
                                    "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
         if report:
-            metrics["evaluation"] = resolve(report)(scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
-    result = _export(scene, cfg, out_dir, metrics, all_logs, cancelled)
-    if not closed:
-        yield result
+            metrics["evaluation"] = resolve(report)(t.scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
+    return _export(t.scene, cfg, t.out_dir, metrics, t.history, cancelled)
 
 
 def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,

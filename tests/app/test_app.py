@@ -1,6 +1,7 @@
 """The Gradio app: page and config checks in-process, and a real server driven through gradio_client by
 the named API (the browser tests are in test_app_browser.py)."""
 
+import inspect
 import json
 import os
 import time
@@ -11,8 +12,7 @@ import gradio as gr
 import pytest
 import torch
 
-import app
-from psd_gs.app import ui
+from psd_gs.app import handlers, page, ui, world
 from psd_gs.scene.ply import load_ply
 from tests.app.server import start_app
 
@@ -27,13 +27,13 @@ SETTINGS = {"prompt": "a cube", "guidance.negative_prompt": "", "prior.name": "s
 
 
 def test_build_demo_builds_for_the_shapes_world():
-    demo = app.build_demo("shapes", "test", runs_root="unused")
-    assert isinstance(demo, gr.Blocks) and demo.title == app.TITLE
+    demo = page.build_demo("shapes", "test", runs_root="unused")
+    assert isinstance(demo, gr.Blocks) and demo.title == page.TITLE
 
 
 def test_make_config_maps_the_page_and_names_bad_values():
-    assert set(SETTINGS) == set(app.MAIN + app.SETTINGS + app.ADVANCED)
-    cfg = app.make_config("shapes", "runs", SETTINGS)
+    assert set(SETTINGS) == set(page.MAIN + page.SETTINGS + page.ADVANCED)
+    cfg = world.make_config("shapes", "runs", SETTINGS)
     assert cfg.guidance.method == "psd" and cfg.steps == 20 and cfg.camera.resolution == ((0.0, 32),)
     assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0 and cfg.out_dir == "runs"
     for path, value, match in [("prompt", "  ", "prompt is empty"), ("guidance.method", "DDIM", "method"),
@@ -41,13 +41,13 @@ def test_make_config_maps_the_page_and_names_bad_values():
                                ("guidance.cfg_scale", 0.5, "cfg_scale"), ("guidance.tau", 0.0, "tau"),
                                ("guidance.pair_window", "0.4", "pair_window"), ("reward", "hpsv2", "shapes prior")]:
         with pytest.raises(ValueError, match=match):
-            app.make_config("shapes", "runs", {**SETTINGS, path: value})
+            world.make_config("shapes", "runs", {**SETTINGS, path: value})
 
 
 def test_the_page_is_built_from_the_config_fields_and_the_registries():
     from psd_gs.registry import METHODS, rewards_for
 
-    demo = app.build_demo("shapes", "test", runs_root="unused")
+    demo = page.build_demo("shapes", "test", runs_root="unused")
     by_label = {getattr(b, "label", None): b for b in demo.blocks.values()}
     assert [v for _, v in by_label["Method"].choices] == list(METHODS)
     assert [v for _, v in by_label["Reward model"].choices] == list(rewards_for("shapes"))
@@ -60,19 +60,19 @@ def test_an_error_pop_up_shows_user_text_as_text(monkeypatch, tmp_path):
     """A failed run's message reaches the pop-up (gr.Warning renders HTML) and the status line escaped,
     and without the server's runs path."""
     shown = []
-    monkeypatch.setattr(app.gr, "Warning", lambda message, *args, **kwargs: shown.append(message))
-    monkeypatch.setattr(app.ModelCache, "for_run", lambda self, cfg: (None, object()))
+    monkeypatch.setattr(handlers.gr, "Warning", lambda message, *args, **kwargs: shown.append(message))
+    monkeypatch.setattr(handlers.ModelCache, "for_run", lambda self, cfg: (None, object()))
     root = tmp_path / "runs"
 
     def failing(cfg, *args, **kwargs):
-        raise app.GenerationError(f"{cfg.prompt} <img src=x onerror=alert(1)> failed; see {root.resolve()}/x")
+        raise handlers.GenerationError(f"{cfg.prompt} <img src=x onerror=alert(1)> failed; see {root.resolve()}/x")
         yield
 
-    monkeypatch.setattr(app, "generate", failing)
-    demo = app.build_demo("shapes", "test", runs_root=str(root))
+    monkeypatch.setattr(handlers, "generate", failing)
+    demo = page.build_demo("shapes", "test", runs_root=str(root))
     run = next(f.fn for f in demo.fns.values() if f.name == "run")
-    values = {app.api_name(k): v for k, v in SETTINGS.items()}
-    names = list(app.inspect.signature(run).parameters)[3:-1]
+    values = {world.api_name(k): v for k, v in SETTINGS.items()}
+    names = list(inspect.signature(run).parameters)[3:-1]
     updates = list(run({}, "token", False, *[values[n] for n in names]))
     (message,) = shown
     assert "<img" not in message and "&lt;img src=x onerror=alert(1)&gt;" in message
@@ -85,18 +85,18 @@ def test_an_os_error_during_a_run_is_a_message_not_a_crash(monkeypatch, tmp_path
     """A folder that turns unwritable mid-run (a root-owned bind mount in Docker): the page says so and
     Generate comes back; nothing escapes the handler."""
     shown = []
-    monkeypatch.setattr(app.gr, "Warning", lambda message, *args, **kwargs: shown.append(message))
-    monkeypatch.setattr(app.ModelCache, "for_run", lambda self, cfg: (None, object()))
+    monkeypatch.setattr(handlers.gr, "Warning", lambda message, *args, **kwargs: shown.append(message))
+    monkeypatch.setattr(handlers.ModelCache, "for_run", lambda self, cfg: (None, object()))
 
     def failing(cfg, *args, **kwargs):
         raise PermissionError(13, "Permission denied")
         yield
 
-    monkeypatch.setattr(app, "generate", failing)
-    demo = app.build_demo("shapes", "test", runs_root=str(tmp_path / "runs"))
+    monkeypatch.setattr(handlers, "generate", failing)
+    demo = page.build_demo("shapes", "test", runs_root=str(tmp_path / "runs"))
     run = next(f.fn for f in demo.fns.values() if f.name == "run")
-    values = {app.api_name(k): v for k, v in SETTINGS.items()}
-    updates = list(run({}, "token", False, *[values[n] for n in list(app.inspect.signature(run).parameters)[3:-1]]))
+    values = {world.api_name(k): v for k, v in SETTINGS.items()}
+    updates = list(run({}, "token", False, *[values[n] for n in list(inspect.signature(run).parameters)[3:-1]]))
     assert shown == ["Permission denied"]
     last = {getattr(k, "elem_id", None): v for k, v in updates[-1].items()}
     assert "Error: Permission denied" in last["status"] and last["generate"]["interactive"] is True
@@ -104,8 +104,8 @@ def test_an_os_error_during_a_run_is_a_message_not_a_crash(monkeypatch, tmp_path
 
 def test_choose_world_without_cuda_is_shapes(monkeypatch):
     monkeypatch.delenv("PSD_GS_PRESET", raising=False)
-    world, why = app.choose_world()
-    assert world == "shapes" and "CUDA" in why
+    name, why = world.choose_world()
+    assert name == "shapes" and "CUDA" in why
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def server(tmp_path_factory):
 
 def call(client, **settings):
     """The /generate endpoint with SETTINGS (by their API names) and ``settings`` on top; its outputs."""
-    values = {app.api_name(k): v for k, v in {**SETTINGS, **settings}.items()}
+    values = {world.api_name(k): v for k, v in {**SETTINGS, **settings}.items()}
     return client.predict(owner_token=settings.pop("owner_token", "test-owner"), compare=settings.pop("compare", False),
                           **{k: v for k, v in values.items() if k not in ("owner_token", "compare")},
                           api_name="/generate")
@@ -170,7 +170,7 @@ def test_client_gets_a_clear_error_when_run_folders_cannot_be_made(server):
 
 
 def test_page_names_the_renderer():
-    demo = app.build_demo("shapes", "test", runs_root="unused")
+    demo = page.build_demo("shapes", "test", runs_root="unused")
     world = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "world")
     assert "Renderer: PyTorch rasteriser on the CPU" in world.value
 
@@ -194,7 +194,7 @@ def test_a_full_queue_says_so_in_words(tmp_path_factory):
     with start_app(tmp_path_factory.mktemp("app-queue"), tmp_path_factory.getbasetemp() / "psd_gs_cache",
                    args=["--queue-size", "1"]) as (url, _):
         client = Client(url, verbose=False)
-        values = {app.api_name(k): v for k, v in {**SETTINGS, "steps": 2000}.items()}
+        values = {world.api_name(k): v for k, v in {**SETTINGS, "steps": 2000}.items()}
         running = client.submit(owner_token="a", compare=False, **values, api_name="/generate")
         time.sleep(3)  # the first run has started
         waiting = client.submit(owner_token="b", compare=False, **values, api_name="/generate")
@@ -252,16 +252,16 @@ def test_a_request_that_would_not_fit_in_memory_is_refused_at_once(monkeypatch):
     import psd_gs.run.memory as memory
 
     monkeypatch.setattr(memory, "in_use", lambda device: int(0.2 * 2 ** 30))
-    demo = app.build_demo("shapes", "test", runs_root="unused", budget=int(1.5 * 2 ** 30))
+    demo = page.build_demo("shapes", "test", runs_root="unused", budget=int(1.5 * 2 ** 30))
     check = next(f.validator for f in demo.fns.values() if f.name == "run")
-    values = {app.api_name(k): v for k, v in {**SETTINGS, "resolution": "128"}.items()}
-    names = list(app.inspect.signature(check).parameters)[3:]
+    values = {world.api_name(k): v for k, v in {**SETTINGS, "resolution": "128"}.items()}
+    names = list(inspect.signature(check).parameters)[3:]
     verdicts = check({}, "token", False, *[values[n] for n in names])
     assert all(v["is_valid"] for v in verdicts)
     monkeypatch.setattr(memory, "in_use", lambda device: int(0.8 * 2 ** 30))  # the process grew meanwhile
     verdicts = check({}, "token", False, *[values[n] for n in names])
     bad = [v for v in verdicts if not v["is_valid"]]
-    assert len(bad) == 1 and verdicts[3 + app.SETTINGS.index("resolution") + len(app.MAIN)]["is_valid"] is False
+    assert len(bad) == 1 and verdicts[3 + page.SETTINGS.index("resolution") + len(page.MAIN)]["is_valid"] is False
     assert "this run needs about" in bad[0]["message"] and "32 px, 64 px would fit" in bad[0]["message"]
 
 
@@ -271,7 +271,7 @@ def test_a_cancelled_request_leaves_a_complete_folder(server):
     url, runs = server
     before = {p.name for p in runs.iterdir()}
     client = Client(url, verbose=False)
-    values = {app.api_name(k): v for k, v in {**SETTINGS, "steps": 3000}.items()}
+    values = {world.api_name(k): v for k, v in {**SETTINGS, "steps": 3000}.items()}
     job = client.submit(owner_token="carol", compare=False, **values, api_name="/generate")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not [p for p in runs.iterdir() if p.name not in before]:
@@ -328,10 +328,10 @@ def test_a_cancel_is_answered_at_once_while_models_load_and_while_outputs_are_wr
         folders = [p for p in runs.iterdir() if (p / "owner").exists()] if runs.exists() else []
         return [p for p in folders if (p / "owner").read_text() == ui.owner_id(f"browser:{token}")]
 
-    demo = app.build_demo("shapes", "test", runs_root=str(runs))
+    demo = page.build_demo("shapes", "test", runs_root=str(runs))
     demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        values = {app.api_name(k): v for k, v in {**SETTINGS, "steps": 3}.items()}
+        values = {world.api_name(k): v for k, v in {**SETTINGS, "steps": 3}.items()}
         for name in ("prepare", "export"):
             phase["name"] = name
             held.clear()

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import app
+from psd_gs.app import page
 from psd_gs.app import serve
 from psd_gs.run import memory
 from psd_gs.config import preset
@@ -47,7 +48,7 @@ def test_a_server_open_to_others_without_login_says_so():
     assert serve.startup_warnings("0.0.0.0", ("a", "b")) == []
     (warning,) = serve.startup_warnings("0.0.0.0", None)
     assert "without a login" in warning and "PSD_GS_AUTH" in warning
-    demo = app.build_demo("shapes", "test", runs_root="unused", warnings=[warning])
+    demo = page.build_demo("shapes", "test", runs_root="unused", warnings=[warning])
     banner = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "no-login")
     assert "without a login" in banner.value
 
@@ -108,7 +109,7 @@ def test_the_page_offers_only_what_fits_its_budget(monkeypatch):
     cfg = preset("shapes")
     fit64, fit128 = (memory.run_estimate(memory._at(cfg, r)).total for r in (64, 128))
     budget = 500 * 2 ** 20 + (fit64 + fit128) // 2
-    demo = app.build_demo("shapes", "test", runs_root="unused", budget=budget)
+    demo = page.build_demo("shapes", "test", runs_root="unused", budget=budget)
     resolution = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "Resolution")
     assert [v for _, v in resolution.choices] == ["32", "64"] and resolution.value == "64"
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import app
+from psd_gs.app import page, world
 from psd_gs.app import plots, ui
 from psd_gs.config import preset
 
@@ -95,8 +95,8 @@ def test_history_lists_only_the_owners_finished_runs(tmp_path):
     ("guidance.pair_window", "[0.6, 0.2]", "guidance.pair_window"), ("resolution", "30", "resolution"),
 ])
 def test_a_bad_value_is_named_next_to_its_own_control(path, value, control):
-    paths = app.MAIN + app.SETTINGS + app.ADVANCED
+    paths = page.MAIN + page.SETTINGS + page.ADVANCED
     values = {"prompt": "a cube", path: value}
     with pytest.raises(ValueError) as err:
-        app.make_config("shapes", "runs", values)
-    assert app.setting_of(err.value, paths) == control
+        world.make_config("shapes", "runs", values)
+    assert world.setting_of(err.value, paths) == control
