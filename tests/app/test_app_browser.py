@@ -23,7 +23,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 RUN_TIMEOUT_MS = 240_000
 
 
-FIRST_IMAGE_S = 10.0 * (2 if os.environ.get("CI") else 1)  # issue 21's goal; twice that on a loaded CI machine
+# issue 21's goal, 10 s; twice that on a loaded machine: CI, or a second pytest-xdist worker beside this one
+# (measured: 3.3 s on an idle machine; 10.1 s with the other worker and a benchmark running)
+LOADED = bool(os.environ.get("CI")) or int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1) > 1
+FIRST_IMAGE_S = 10.0 * (2 if LOADED else 1)
 
 
 @pytest.fixture(scope="module")
