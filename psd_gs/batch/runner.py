@@ -233,9 +233,12 @@ def run_batch(jobs: Sequence[Job], out_dir: str | Path, *, address: Optional[str
         raise
     finally:
         # 4. Cancelled (or interrupted): the jobs in flight are recorded so; every runner goes (its resources
-        # back to a cluster that outlives the batch)
-        for job, runner in in_flight.values():
-            index.jobs[job["id"]].update(status="cancelled")
+        # back to a cluster that outlives the batch). Every entry still "running" counts, not only those in
+        # flight: a Ctrl-C can land between marking a job running and submitting it, or between taking its
+        # result and recording it (seen once in CI: exit 130 with a job left "running")
+        for entry in index.jobs.values():
+            if entry["status"] == "running":
+                entry.update(status="cancelled")
         index.save()
         for runner in idle + [runner for _, runner in in_flight.values()]:
             ray.kill(runner)
