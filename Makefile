@@ -7,7 +7,7 @@ STAMP       := $(VENV)/.requirements-stamp
 HOST        ?= 127.0.0.1
 PORT        ?= 7860
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 .PHONY: run test venv browser clean
 
