@@ -4,8 +4,8 @@ Gradio runs a generator handler one ``next()`` at a time in a worker thread, and
 client's cancel, a closed tab) is answered only when the current ``next()`` returns. When the handler
 iterated ``generate()`` itself, one ``next()`` lasted as long as the step, the model load or the export
 behind it (minutes for a cold pose grid at 512 px), and the run waited for the page between steps. With
-``LiveRun`` the work (any iterator: model loading, then ``generate``'s events) runs in a daemon thread
-and queues its events; the handler takes whatever has arrived every ``poll`` (at most ``timeout`` s), so
+``LiveRun`` the work (any iterator: model loading, then ``generate``'s events) runs on the server's run
+thread and queues its events; the handler takes whatever has arrived every ``poll`` (at most ``timeout`` s), so
 every phase of a run answers a cancel within one poll, and the page costs the run only the updates it
 chooses to send.
 

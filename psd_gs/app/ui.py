@@ -1,5 +1,5 @@
 """What the app shows, computed without Gradio: status and time left, result sentences, the comparison
-with SDS, the history of a user's runs, and the shapes world's pictures (charts: ``psd_gs.app.plots``). ``app.py`` lays them out.
+with SDS, the history of a user's runs, and the shapes world's pictures (charts: ``psd_gs.app.plots``). ``psd_gs.app.page`` lays them out.
 
 Every piece of user text (prompts, error messages) that reaches HTML or Markdown goes through ``esc``,
 so a prompt such as ``<img src=x onerror=alert(1)>`` is shown as text, never rendered.
@@ -92,7 +92,7 @@ class LivePage:
         from . import plots
 
         out: Dict[str, str] = {}
-        latest, note = None, ""
+        latest, note, fresh = None, "", False  # fresh: new per-step logs for the charts
         for event in events:
             if isinstance(event, str):
                 out["status"] = status_html(event)
@@ -104,7 +104,7 @@ class LivePage:
                 self.results[tag] = item
                 continue
             self.rows.extend(item.history)
-            latest = item
+            latest, fresh = item, fresh or bool(item.history)
             if item.preview is not None:
                 out["preview"] = image_html(item.preview, "live render", 320)
         if latest is not None:
@@ -118,7 +118,8 @@ class LivePage:
                 text += f" · {note}"
             out["status"] = status_html(text, latest.step, latest.total)
             cfg = self.cfgs[self.tag]
-            if latest.step == latest.total or self.clock.due_chart():  # charts at most every 2 s
+            # charts when there is something new to draw, at most every 2 s (an empty chart would use up the slot)
+            if fresh and (latest.step == latest.total or self.clock.due_chart()):
                 reward, loss = plots.run_plots(self.rows, cfg.steps, plots.window_end_step(cfg))
                 out["reward_plot"], out["loss_plot"] = image_html(reward, "reward chart"), image_html(loss, "loss chart")
         return out
