@@ -4,8 +4,10 @@
     .venv/bin/python bench/shapes_psd.py --reward shapes-cool --methods sds,psd
     .venv/bin/python bench/shapes_psd.py --prompts "a cube" --seeds 2 --steps 100   # a quick look
     .venv/bin/python bench/shapes_psd.py --methods psd --set guidance.n_candidates=8   # a variant
+    .venv/bin/python bench/shapes_psd.py --preset learned --methods sds,psd,reward_grad  # the SD path, trained here
 
-Every run is a real ``generate`` of the ``shapes`` preset (the offline closed-form world), evaluated
+Every run is a real ``generate`` of the ``shapes`` preset (the offline closed-form world; ``--preset learned``:
+the same world through the small SD trained here), evaluated
 on 8 orbit views off the training grid (the report ``generate`` writes into metrics.json, from
 ``psd_gs.run.evaluate.shapes_report``): mean reward over the views, fidelity (PSNR to the nearest object
 the prompt allows), and hit (that nearest object formed and is the one the reward prefers among those
@@ -75,6 +77,8 @@ def record_pairs(prompt: str, log: List[dict]) -> None:
 
     def build_pair(self, z0, t, cams):
         pair = original(self, z0, t, cams)
+        if not hasattr(self.prior, "views"):  # the diagnostic needs the closed-form prior's own latent table
+            return pair
         allowed = self.prior.world.select(_RECORD["prompt"])
         mu = self.prior.views(cams)[:, allowed].float()  # [B, A, D]
         nearest = torch.cdist(pair.x0.flatten(2).transpose(0, 1), mu).argmin(-1).T  # [N, B]
@@ -100,12 +104,12 @@ def preferred_prompt(prompt: str, reward: str) -> str:
 
 
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
-            threads: int) -> dict:
+            threads: int, preset_name: str = "shapes") -> dict:
     from psd_gs.run.loop import run
 
     torch.set_num_threads(threads)
     asked = preferred_prompt(prompt, reward) if method == "sds_preferred" else prompt
-    cfg = preset("shapes", prompt=asked, seed=seed, steps=steps, reward=reward, out_dir=out_dir,
+    cfg = preset(preset_name, prompt=asked, seed=seed, steps=steps, reward=reward, out_dir=out_dir,
                  preview_every=0, turntable_views=4)
     apply_overrides(cfg, METHODS[method])
     if method.startswith("psd"):
@@ -169,6 +173,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", default=",".join(m for m in METHODS if m != "sds_preferred"),
                    help=f"comma-separated from {list(METHODS)}")
     p.add_argument("--reward", default="shapes-warm", help="shapes-warm or shapes-cool")
+    p.add_argument("--preset", default="shapes", help="a preset of the shapes world: shapes (the closed-form prior) or "
+                                                      "learned (the small SD trained here)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="an override for every PSD variant, e.g. guidance.n_candidates=8 (repeatable)")
@@ -193,13 +199,15 @@ def main(argv=None) -> None:
     jobs = [(prompt, method, seed) for prompt in prompts for seed in seeds for method in methods]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads)
+        futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads,
+                               args.preset)
                    for prompt, method, seed in jobs]
         for future in futures:
             r = future.result()
             rows.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "pairs"}), flush=True)
     extra = f", --set {' '.join(args.set)}" if args.set else ""
+    extra += f", preset {args.preset}" if args.preset != "shapes" else ""
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     report(rows, prompts, f"reward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")

@@ -85,6 +85,13 @@ PRIORS: Dict[str, PriorEntry] = {
         check="psd_gs.priors.analytic:check_run", report="psd_gs.run.evaluate:shapes_report",
         retrieve="psd_gs.run.evaluate:shapes_retrieval",
         memory="psd_gs.priors.analytic:memory"),
+    "learned": PriorEntry(
+        factory="psd_gs.priors.learned:load_learned_prior", options="psd_gs.priors.learned:LearnedOptions",
+        world="shapes", label="Learned (small SD trained here)",
+        help="a 4M-parameter Stable Diffusion (AutoencoderKL, UNet2DConditionModel, CLIPTextModel) trained on the "
+             "shapes world's renders; the real SD code path on a CPU",
+        check="psd_gs.priors.learned:check_run", report="psd_gs.run.evaluate:shapes_report",
+        retrieve="psd_gs.run.evaluate:shapes_retrieval", memory="psd_gs.priors.learned:memory"),
     "sd": PriorEntry(
         factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
         world="image", label="Stable Diffusion 2.1 base",

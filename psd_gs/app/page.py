@@ -20,7 +20,7 @@ from ..device import resolve_device
 from ..render import renderer_status
 from . import plots, serve, ui
 from .handlers import Handlers
-from .world import PageWorld, page_world
+from .world import PageWorld, page_world, prior_defaults
 
 TITLE = "psd-gs"
 # Example rows (prompt, method, reward, seed, compare): the same prompt by PSD and by SDS side by side,
@@ -98,7 +98,7 @@ def controls_column(w: PageWorld, c: Dict[str, object]) -> None:
     controls = c["controls"] = {}
     f = w.fields
     controls["prompt"] = widget(f["prompt"], "Prompt", elem_id="prompt", info=None,
-                                placeholder="a sphere" if w.name == "shapes" else "a corgi wearing a crown")
+                                placeholder="a sphere" if w.shapes else "a corgi wearing a crown")
     with gr.Row():
         c["go"] = gr.Button("Generate", variant="primary", elem_id="generate", min_width=100)
         c["stop"] = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
@@ -112,6 +112,11 @@ def controls_column(w: PageWorld, c: Dict[str, object]) -> None:
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         for path in ADVANCED:
             controls[path] = widget(f[path], path, elem_id=control_id(path))
+    # choosing a prior shows its own preset's settings (the learned prior's CFG 7.5); make_config starts from it
+    paths = [p for p in SETTINGS + ADVANCED if p not in ("prior.name", "resolution")]
+    controls["prior.name"].change(lambda prior: prior_defaults(w.name, prior, paths), controls["prior.name"],
+                                  [controls[p] for p in paths], queue=False, show_progress="hidden",
+                                  api_visibility="private")
 
 
 def live_column(w: PageWorld, c: Dict[str, object]) -> None:
@@ -166,14 +171,14 @@ def result_tabs(w: PageWorld, c: Dict[str, object]) -> None:
 def below(w: PageWorld, c: Dict[str, object]) -> None:
     """The examples, the user's recent runs and (shapes world) the objects the world knows."""
     controls = c["controls"]
-    gr.Examples(SHAPES_EXAMPLES if w.name == "shapes" else SD_EXAMPLES,
+    gr.Examples(SHAPES_EXAMPLES if w.shapes else SD_EXAMPLES,
                 inputs=[controls["prompt"], controls["guidance.method"], controls["reward"], controls["seed"],
                         c["compare"]],
                 label="Examples: the same prompt by PSD and by SDS (Compare), seeds where they differ")
     with gr.Accordion("Your recent runs (select one to show it again)", open=True):
         c["history"] = gr.Dataframe(headers=ui.HISTORY_COLUMNS, value=[], interactive=False, elem_id="history",
                                     wrap=True, label="History", show_label=False)
-    if w.name == "shapes":
+    if w.shapes:
         with gr.Accordion("What the shapes world knows: these twelve objects (prompts name them by colour "
                           "and shape, e.g. 'a cube', 'a red cube', 'blue shapes')", open=False):
             gr.Gallery(value=ui.world_pictures(), columns=6, height=260, show_label=False,

@@ -3,19 +3,21 @@ checked RunConfig (``make_config``). Both the layout (``page``) and the handlers
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from ..config import PRESETS, FieldInfo, PriorConfig, RunConfig, apply_overrides, config_fields, preset
+from ..config import (PRESETS, FieldInfo, PriorConfig, RunConfig, apply_overrides, config_fields, preset,
+                      preset_of_prior)
 from ..device import resolve_device
 from ..registry import METHODS, PRIORS, REWARDS, rewards_for
 from ..run.fetch import prior_files, status
 from ..run.memory import default_budget, fitting_resolutions
 from ..run.validate import validate
 
-RESOLUTIONS = {"shapes": ["32", "64", "128"], "sd": ["128", "256", "512"]}
+RESOLUTIONS = {"shapes": ["32", "64", "128"], "learned": ["64"], "sd": ["128", "256", "512"]}
 
 
 def choose_world() -> Tuple[str, str]:
@@ -56,9 +58,11 @@ def prior_choices(world: str) -> List[Tuple[str, str]]:
 def make_config(world: str, runs_root: str, values: Mapping[str, object],
                 offered: Optional[List[int]] = None) -> RunConfig:
     """The page's values (config path -> value) on the world's preset, validated; ValueError names the first
-    bad one. ``offered``: the resolutions the page offers (px); another one is refused, naming them."""
-    cfg = preset(world, out_dir=runs_root)
+    bad one. ``offered``: the resolutions the page offers (px); another one is refused, naming them. A prior
+    chosen on the page starts from its own preset where it has one (``preset_of_prior``: the learned prior's
+    four views a step), and the page's values go on top."""
     values = dict(values)
+    cfg = preset(preset_of_prior(str(values.get("prior.name") or preset(world).prior.name), world), out_dir=runs_root)
     if "resolution" in values:
         size = values.pop("resolution")
         if offered is not None and str(size).strip() not in [str(r) for r in offered]:
@@ -68,6 +72,14 @@ def make_config(world: str, runs_root: str, values: Mapping[str, object],
     if values.get("prompt") is None:
         values["prompt"] = ""
     return validate(apply_overrides(cfg, values))
+
+
+def prior_defaults(world: str, prior: str, paths: List[str]) -> List[object]:
+    """The values of config ``paths`` in the preset a page of ``world`` starts from when ``prior`` is chosen
+    (``preset_of_prior``), as the page's controls hold them (tuples as JSON)."""
+    cfg = preset(preset_of_prior(prior, world))
+    values = {f.path: f.value for f in config_fields(cfg, with_options=False)}
+    return [json.dumps(values[p]) if isinstance(values[p], (tuple, list)) else values[p] for p in paths]
 
 
 def setting_of(error: ValueError, paths: List[str]) -> Optional[str]:
@@ -114,6 +126,11 @@ class PageWorld:
         return Path(self.runs_root)
 
     @property
+    def shapes(self) -> bool:
+        """Whether the page serves the shapes world (the closed-form or the learned prior)."""
+        return PRIORS[self.base.prior.name].world == "shapes"
+
+    @property
     def prior_label(self) -> str:
         return PRIORS[self.base.prior.name].label
 
@@ -133,7 +150,7 @@ def page_world(world: Optional[str], why: str, runs_root: str, max_age_hours: fl
     size = base.camera.resolution[-1][1] if base.camera.resolution[-1][1] in offered or not offered else offered[-1]
     fields["resolution"] = FieldInfo("resolution", str, str(size),
                                      "render size in pixels for the whole run (what this world and device can run)")
-    fields["prompt"] = FieldInfo("prompt", str, "a sphere" if world == "shapes" else "", fields["prompt"].help)
+    fields["prompt"] = FieldInfo("prompt", str, "a sphere" if prior_world == "shapes" else "", fields["prompt"].help)
     choices = {"prior.name": prior_choices(prior_world),
                "guidance.method": [(e.label, name) for name, e in METHODS.items()],
                "reward": [(e.label, name) for name, e in rewards_for(prior_world).items()],

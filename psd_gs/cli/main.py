@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch import add_commands  # batch, evaluate-suite
 
     add_commands(sub)
+    from .train import add_commands as add_train  # train-prior
+
+    add_train(sub)
     _add_bench(sub)
     _add_fetch_weights(sub)
     _add_doctor(sub)

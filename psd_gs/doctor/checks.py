@@ -12,7 +12,8 @@ Every check returns rows of ``Row(check, status, figure, detail)``; status is on
 The checks, in order: versions and the GPU; which rasteriser renders and why; the CPU rasteriser
 against the float64 brute-force reference; on CUDA, gsplat against our PyTorch rasteriser (images and
 gradients) on random scenes; one SDS, PSD and reward-gradient step on tiny random models (fp16 on
-CUDA), through the real loaders; a short shapes-world run through the whole loop and export; which
+CUDA), through the real loaders; a short shapes-world run through the whole loop and export; the
+shipped learned prior (a small SD trained here) loaded by the SD loader, with one timed PSD step; which
 weights the local cache holds for each prior and reward; and, on CUDA with the SD weights and a
 reward cached, 10 PSD steps at 512 px with their time and peak GPU memory. A check that raises
 becomes a failed row; the doctor itself does not crash.
@@ -236,6 +237,45 @@ def check_shapes_run(device: torch.device, workdir: Path, steps: int = 20) -> Li
                 f"{len(scene)} Gaussians, 32 px, .ply/metrics/turntable written" if ok else f"metrics: {m}")]
 
 
+def check_learned_prior(device: torch.device) -> List[Row]:
+    """The shipped learned prior (a small SD trained here) through the SD loader, and one timed PSD step of the
+    learned preset (4 views at 64 px, in the pair window): the real SD code path with learned weights, on any device."""
+    from ..config import PriorConfig, preset
+    from ..guidance import make_guidance
+    from ..priors import load_prior
+    from ..render import rasterize
+    from ..rewards import load_reward
+    from ..scene.cameras import sample_orbit
+    from ..train import SHIPPED_PRIOR
+
+    label = "learned prior (small SD trained here)"
+    if not (SHIPPED_PRIOR / "model_index.json").is_file():
+        return [Row(label, "fail", "missing", f"{SHIPPED_PRIOR} has no model_index.json: reinstall psd-gs or run "
+                                              "`python -m psd_gs train-prior`")]
+    t0 = time.perf_counter()
+    prior = load_prior(PriorConfig("learned"), device)
+    load_s = time.perf_counter() - t0
+    cfg = preset("learned")
+    reward = load_reward(cfg.reward, device=device)
+    guidance = make_guidance(cfg.guidance, prior, "a red cube", reward, seed=0)
+    scene, g = _random_scene(7, cfg.scene.n_init, device)
+    cams = sample_orbit(cfg.camera.batch, prior.resolution, prior.resolution, radius=cfg.camera.radius, generator=g)
+
+    def step():
+        out = guidance.step(rasterize(scene, cams.to(device), 1.0), cams, 0, 100)
+        out.loss.backward()
+        return out
+
+    step()  # warm-up
+    out, seconds = _timed(step, device)
+    ok = torch.isfinite(out.loss).item() and all(torch.isfinite(p.grad).all().item() for p in scene.params.values()
+                                                 if p.grad is not None)
+    return [Row(label, "pass" if ok else "fail", f"{seconds * 1000:.0f} ms per PSD step",
+                f"loaded in {load_s:.1f} s, {cfg.camera.batch} views at {prior.resolution} px, "
+                f"{str(prior.dtype).replace('torch.', '')} on {device}" if ok else
+                "the step's loss or gradients are not finite")]
+
+
 def check_ray(device: torch.device) -> List[Row]:
     """A local Ray instance starts, as `batch` starts one, and sees every GPU torch sees (a batch runs one
     object per GPU it sees)."""
@@ -345,6 +385,7 @@ def run_checks(device: Optional[str] = None, workdir: Optional[Path] = None) -> 
                   ("gsplat vs PyTorch rasteriser", lambda: check_gsplat_against_torch(dev)),
                   ("guidance steps, tiny models", lambda: check_guidance_steps(dev, work)),
                   ("shapes world run", lambda: check_shapes_run(dev, work)),
+                  ("learned prior", lambda: check_learned_prior(dev)),
                   ("Ray (batches)", lambda: check_ray(dev)),
                   ("weights cache", check_weights),
                   ("SD + reward run", lambda: check_sd_run(dev, work))]

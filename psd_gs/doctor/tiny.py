@@ -23,41 +23,16 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..train.tokenizer import write_tokenizer
+
 TINY_RESOLUTION = 16  # vae factor 2 * unet sample_size 8
 TINY_LATENT = (4, 8, 8)  # [C, h, w]
 TINY_EMB_DIM = 32  # CLIP hidden size == UNet cross_attention_dim
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet: the printable character standing for each of the 256 bytes."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
-
-
 def _write_tokenizer(folder: Path) -> int:
     """vocab.json / merges.txt / tokenizer_config.json as in SD checkpoints; returns the vocab size."""
-    chars = _bytes_to_unicode()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return len(tokens)
+    return write_tokenizer(folder)
 
 
 def build_tiny_sd(folder: str | Path, prediction_type: str = "epsilon") -> Path:

@@ -35,6 +35,9 @@ def test_doctor_passes_its_cpu_half_and_writes_json(tmp_path):
     for method in ("sds", "psd", "reward_grad"):
         assert rows[f"{method} step, tiny models"]["status"] == "pass"
     assert rows["shapes world, 20 PSD steps + export"]["status"] == "pass"
+    learned = rows["learned prior (small SD trained here)"]
+    assert learned["status"] == "pass" and learned["figure"].endswith("ms per PSD step"), learned
+    assert "4 views at 64 px, float32 on cpu" in learned["detail"]
     assert rows["Ray (batches)"]["status"] == "pass" and "CPUs" in rows["Ray (batches)"]["figure"]
     assert rows["gsplat vs PyTorch rasteriser"]["status"] == "skip"  # CUDA only
     assert rows["SD + reward, 10 PSD steps at 512 px"]["status"] == "skip"
