@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
                    help="renders and resumable checkpoints (default: .cache/train-prior)")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop after this many minutes with a checkpoint saved; rerun to resume (default: no limit)")
-    from ..train.prior import PriorRecipe
+    from ..train.recipe import PriorRecipe
 
     for f in fields(PriorRecipe):
         if f.type in ("int", "float", int, float):
@@ -39,7 +39,8 @@ def add_commands(sub) -> None:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    from ..train.prior import Paused, PriorRecipe, PriorTrainer
+    from ..train.prior import Paused, PriorTrainer
+    from ..train.recipe import PriorRecipe
     from ..train.samples import write_samples
 
     recipe = replace(PriorRecipe(), **{f.name: getattr(args, f.name) for f in fields(PriorRecipe)

@@ -27,7 +27,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -37,34 +37,11 @@ from tqdm.auto import tqdm
 
 from ..priors.shapes_world import ShapesWorld
 from .data import Renders, caption, render_poses, vocabulary
+from .recipe import PriorRecipe
 from .tokenizer import write_tokenizer
 
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 prediction_type="epsilon")
-
-
-@dataclass
-class PriorRecipe:
-    """Everything the training depends on (saved in train.json; the defaults made the shipped model)."""
-
-    seed: int = 0
-    resolution: int = 64
-    train_poses: int = 500
-    val_poses: int = 24
-    vae_steps: int = 500
-    vae_batch: int = 32
-    vae_lr: float = 5e-4
-    kl_weight: float = 1e-6
-    unet_steps: int = 3600
-    batch: int = 64
-    lr: float = 5e-4
-    warmup: int = 200
-    caption_dropout: float = 0.1
-    snr_gamma: float = 5.0
-    ema_decay: float = 0.999
-    text_width: int = 64
-    unet_channels: tuple = (32, 64, 128)
-    vae_channels: tuple = (32, 64, 64)
 
 
 def build_vae(r: PriorRecipe):

@@ -42,8 +42,7 @@ def test_the_sd_prior_loads_it_at_its_trained_resolution(prior):
     assert prior.resolution == 64 and prior.dtype == torch.float32
     z = prior.encode_images(torch.ones(1, 3, 64, 64))
     assert z.shape == (1, 4, 16, 16)
-    white = prior.decode_latents(z)
-    assert white.shape == (1, 3, 64, 64) and white.mean() > 0.9  # a white render round-trips to white
+    assert prior.decode_latents(z).shape == (1, 3, 64, 64)
     emb = prior.encode_prompt("a red cube")
     assert emb.shape == (1, 77, 64) and not torch.equal(emb, prior.encode_prompt("a blue cone"))
 
@@ -82,7 +81,7 @@ def test_the_page_and_the_cli_offer_it_without_a_gpu(tmp_path):
     assert priors["learned"] == "Learned (small SD trained here)"  # its weights ship: nothing to fetch
     cfg = world.make_config("shapes", str(tmp_path), {"prompt": "a red cube", "prior.name": "learned",
                                                       "resolution": "64"}, offered=[32, 64, 128])
-    assert cfg.prior.name == "learned" and cfg.prior.options == {}
+    assert cfg.prior.name == "learned" and cfg.prior.options.get("resolution") is None
     args = build_parser().parse_args(["generate", "a red cube", "--prior", "learned"])
     assert args.prior == "learned"
 
@@ -98,3 +97,56 @@ def test_choosing_the_learned_prior_on_the_page_brings_its_preset(tmp_path):
     assert cfg.guidance.cfg_scale == 3.0  # what the page sends wins
     assert world.prior_defaults("shapes", "learned", ["guidance.cfg_scale", "guidance.pair_window"]) == [7.5, "[0.0, 0.4]"]
     assert world.prior_defaults("shapes", "shapes", ["guidance.cfg_scale"]) == [1.5]
+
+
+# What only learned weights can show: the latent scale, the schedule and the CFG direction of the sd path. With
+# random weights each of these mistakes would pass; here each one breaks an assertion below.
+
+
+@pytest.fixture(scope="module")
+def red_cube_view():
+    """The red cube's render from one training-like pose: rgb [1, 3, 64, 64] in [0, 1]."""
+    from psd_gs.priors.analytic import AnalyticPrior
+    from psd_gs.scene.cameras import make_cameras
+
+    cams = make_cameras(20.0, 30.0, 2.0, 49.1, 64, 64)
+    return AnalyticPrior().render_objects(cams)[0, 0].permute(2, 0, 1)[None].clamp(0, 1)
+
+
+def _psnr(a, b):
+    return float(-10 * torch.log10((a - b).square().mean()))
+
+
+def test_a_render_round_trips_through_the_prior_at_the_vaes_quality(prior, red_cube_view):
+    """encode_images then decode_latents gives the render back at about the VAE's own quality (27 dB held out on
+    average, 23.7 dB for this view), and the scaled latents are about unit-variance, as SD's. (This VAE's scaling
+    factor, 0.87, is too near 1 for a missing scale on one side to show here: decoding z / 0.87 still gives
+    24 dB; tests/priors/test_stable_diffusion.py checks that arithmetic on its own.)"""
+    z = prior.encode_images(red_cube_view)
+    assert abs(float(z.std()) - 1.0) < 0.5
+    assert _psnr(prior.decode_latents(z), red_cube_view) > 22.0
+
+
+def test_one_step_guesses_denoise_under_the_schedule_and_cfg_points_to_the_prompt(prior, red_cube_view):
+    """At t = 500 the one-step guess x0 = (z_t - sqrt(1 - a_t) eps) / sqrt(a_t) under "a red cube" is nearer the
+    clean latent than the noisy latent is (a wrong alphas_cumprod or an off-by-one schedule would not denoise),
+    and with CFG it is nearer under the right prompt than under "a blue cone" (a flipped CFG sign would not)."""
+    z0 = prior.encode_images(red_cube_view)
+    g = torch.Generator().manual_seed(0)
+    t = 500
+    a = prior.alphas_cumprod[t]
+    errors = {}
+    for text in ("a red cube", "a blue cone"):
+        err = []
+        for _ in range(4):
+            eps = torch.randn(z0.shape, generator=g)
+            z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
+            emb = torch.cat([prior.encode_prompt(""), prior.encode_prompt(text)])
+            eps_u, eps_c = prior.predict_noise(torch.cat([z_t, z_t]), torch.full((2,), t), emb).chunk(2)
+            guided = eps_u + 7.5 * (eps_c - eps_u)
+            x0 = (z_t - (1 - a).sqrt() * guided) / a.sqrt()
+            err.append(float((x0 - z0).square().mean()))
+            if text == "a red cube":
+                assert (x0 - z0).square().mean() < (z_t / a.sqrt() - z0).square().mean() / 4
+        errors[text] = sum(err) / len(err)
+    assert errors["a red cube"] < errors["a blue cone"] / 2, errors
