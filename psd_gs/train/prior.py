@@ -169,8 +169,8 @@ class PriorTrainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step(), sched.step()
-            state["losses"].append(float(mse))
-            bar.update(1), bar.set_postfix(mse=f"{float(mse):.4f}")
+            state["losses"].append(mse.item())
+            bar.update(1), bar.set_postfix(mse=f"{mse.item():.4f}")
             state["step"] = step + 1
             if self._due(last, state["step"] == r.vae_steps):
                 state.update(model=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
@@ -256,8 +256,8 @@ class PriorTrainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step(), sched.step(), ema.step(params)
-            state["losses"].append(float(per_sample.mean()))
-            bar.update(1), bar.set_postfix(loss=f"{float(per_sample.mean()):.4f}")
+            state["losses"].append(per_sample.mean().item())
+            bar.update(1), bar.set_postfix(loss=f"{state['losses'][-1]:.4f}")
             state["step"] = step + 1
             if self._due(last, state["step"] == r.unet_steps):
                 state.update(unet=unet.state_dict(), text=text.state_dict(), opt=opt.state_dict(),
