@@ -360,7 +360,11 @@ def test_ctrl_c_cancels_a_batch_and_keeps_its_index(tmp_path):
     sets = [a for key, value in (SHORT | {"steps": 150}).items() for a in ("--set", f"{key}={json.dumps(value)}")]
     proc = subprocess.Popen([sys.executable, "-m", "psd_gs", "batch", str(jobs), "--out", str(tmp_path / "b"),
                              "--cpus", "2", "--seeds", "2", "--quiet", *sets], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            # as from a terminal: a test run started in the background (`make test &`) has
+                            # SIGINT ignored, the child inherits that and Python then never raises
+                            # KeyboardInterrupt (CI runs started that way failed here twice)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
