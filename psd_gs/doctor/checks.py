@@ -175,6 +175,30 @@ def check_gsplat_against_torch(device: torch.device, n_scenes: int = 3) -> List[
     return rows
 
 
+def _guidance_step(guidance, scene, cams, device: torch.device):
+    """One timed guidance step on ``scene`` seen from ``cams`` with its backward: (seconds, problems), the
+    problems being what is wrong with its loss and the scene's gradients (none: [])."""
+    from ..render import rasterize
+
+    for p in scene.params.values():
+        p.grad = None
+
+    def step():
+        out = guidance.step(rasterize(scene, cams.to(device), 1.0), cams, 0, 100)
+        out.loss.backward()
+        return out
+
+    out, seconds = _timed(step, device)
+    grads = [p.grad for p in scene.params.values() if p.grad is not None]
+    problems = [what for what, bad in [
+        ("loss not finite", not torch.isfinite(out.loss).item()),
+        (f"loss on {out.loss.device}", out.loss.device.type != device.type),
+        ("gradients not finite", not all(torch.isfinite(gr).all().item() for gr in grads)),
+        ("no gradient reached the scene", not any(gr.abs().sum().item() > 0 for gr in grads)),
+        ("gradients off the device", any(gr.device.type != device.type for gr in grads))] if bad]
+    return seconds, problems
+
+
 def check_guidance_steps(device: torch.device, workdir: Path) -> List[Row]:
     """One step of each guidance method on tiny random SD and HPS models loaded through the real loaders."""
     from ..scene.cameras import sample_orbit
@@ -182,7 +206,6 @@ def check_guidance_steps(device: torch.device, workdir: Path) -> List[Row]:
     from ..guidance import make_guidance
     from ..priors.stable_diffusion import load_stable_diffusion
     from ..registry import METHODS
-    from ..render import rasterize
     from ..rewards import load_reward
     from .tiny import TINY_OPEN_CLIP, build_tiny_hps, build_tiny_sd, build_tiny_taesd
 
@@ -196,22 +219,7 @@ def check_guidance_steps(device: torch.device, workdir: Path) -> List[Row]:
         cfg = GuidanceConfig(method=method, neg_every=1)  # PSD updates its negative in this step too
         guidance = make_guidance(cfg, prior, "a red cube", reward if method != "sds" else None, seed=0)
         cams = sample_orbit(2, prior.resolution, prior.resolution, generator=g)
-        for p in scene.params.values():
-            p.grad = None
-
-        def step():
-            out = guidance.step(rasterize(scene, cams.to(device), 1.0), cams, 0, 100)
-            out.loss.backward()
-            return out
-
-        out, seconds = _timed(step, device)
-        grads = [p.grad for p in scene.params.values() if p.grad is not None]
-        problems = [what for what, bad in [
-            ("loss not finite", not torch.isfinite(out.loss).item()),
-            (f"loss on {out.loss.device}", out.loss.device.type != device.type),
-            ("gradients not finite", not all(torch.isfinite(gr).all().item() for gr in grads)),
-            ("no gradient reached the scene", not any(gr.abs().sum().item() > 0 for gr in grads)),
-            ("gradients off the device", any(gr.device.type != device.type for gr in grads))] if bad]
+        seconds, problems = _guidance_step(guidance, scene, cams, device)
         rows.append(Row(f"{method} step, tiny models", "fail" if problems else "pass", f"{seconds * 1000:.0f} ms",
                         "; ".join(problems) or f"{str(prior.dtype).replace('torch.', '')} prior on {device}"))
     return rows
@@ -243,7 +251,6 @@ def check_learned_prior(device: torch.device) -> List[Row]:
     from ..config import PriorConfig, preset
     from ..guidance import make_guidance
     from ..priors import load_prior
-    from ..render import rasterize
     from ..rewards import load_reward
     from ..scene.cameras import sample_orbit
     from ..train import SHIPPED_PRIOR
@@ -261,19 +268,11 @@ def check_learned_prior(device: torch.device) -> List[Row]:
     scene, g = _random_scene(7, cfg.scene.n_init, device)
     cams = sample_orbit(cfg.camera.batch, prior.resolution, prior.resolution, radius=cfg.camera.radius, generator=g)
 
-    def step():
-        out = guidance.step(rasterize(scene, cams.to(device), 1.0), cams, 0, 100)
-        out.loss.backward()
-        return out
-
-    step()  # warm-up
-    out, seconds = _timed(step, device)
-    ok = torch.isfinite(out.loss).item() and all(torch.isfinite(p.grad).all().item() for p in scene.params.values()
-                                                 if p.grad is not None)
-    return [Row(label, "pass" if ok else "fail", f"{seconds * 1000:.0f} ms per PSD step",
-                f"loaded in {load_s:.1f} s, {cfg.camera.batch} views at {prior.resolution} px, "
-                f"{str(prior.dtype).replace('torch.', '')} on {device}" if ok else
-                "the step's loss or gradients are not finite")]
+    _guidance_step(guidance, scene, cams, device)  # warm-up
+    seconds, problems = _guidance_step(guidance, scene, cams, device)
+    return [Row(label, "fail" if problems else "pass", f"{seconds * 1000:.0f} ms per PSD step",
+                "; ".join(problems) or f"loaded in {load_s:.1f} s, {cfg.camera.batch} views at {prior.resolution} "
+                                       f"px, {str(prior.dtype).replace('torch.', '')} on {device}")]
 
 
 def check_ray(device: torch.device) -> List[Row]:
