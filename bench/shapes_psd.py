@@ -45,6 +45,9 @@ from psd_gs.config import apply_overrides, preset
 METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
+    # PSD before issue 24: the pair's gap in the reward's own units, full weight at a gap of 0.3 (set on the warm
+    # reward's gaps); the preset's rule measures gaps in units of the run's median gap (tau 3 = 0.3 / 0.1)
+    "psd_abs": {"guidance.method": "psd", "guidance.pair_scale": "none", "guidance.tau": 0.3},
     "psd_no_pair": {"guidance.method": "psd", "guidance.lambda_p": 0.0},
     # the pair ranks and the step follows the winner's noise, but the bracket is weighed ~0: selection alone
     "psd_select_only": {"guidance.method": "psd", "guidance.lambda_p": 1e-6},
@@ -104,7 +107,9 @@ def preferred_prompt(prompt: str, reward: str) -> str:
 
 
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
-            threads: int, preset_name: str = "shapes") -> dict:
+            threads: int, preset_name: str = "shapes", scale: float = 1.0) -> dict:
+    from psd_gs.rewards import load_reward
+    from psd_gs.rewards.base import Affine
     from psd_gs.run.loop import run
 
     torch.set_num_threads(threads)
@@ -118,25 +123,29 @@ def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_di
     pairs: List[dict] = []
     record_pairs(prompt, pairs)
     t0 = time.perf_counter()
-    result = run(cfg)
+    result = run(cfg, reward=Affine(load_reward(reward), scale) if scale != 1.0 else None)
     seconds = time.perf_counter() - t0
     rep = result.metrics["evaluation"]  # generate's own shapes report: 8 orbit views, judged by `reward`
-    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"], "psnr": rep["psnr"],
-            "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"],
+    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"] / scale, "psnr": rep["psnr"],
+            "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"], "scale": scale,
+            "pair": result.metrics.get("pair"),
             "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds, "pairs": pairs}
 
 
 def table(rows: list, title: str) -> str:
-    lines = [f"\n{title}", "| method | reward (sd) | PSNR dB (sd) | lowest PSNR | hits | s/step | runs |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"\n{title}", "| method | reward (sd) | PSNR dB (sd) | lowest PSNR | hits | pairs informative | "
+                         "mean k | s/step | runs |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
             continue
         rew, psnr = [r["reward"] for r in rs], [r["psnr"] for r in rs]
         sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        pairs = [r["pair"] for r in rs if r.get("pair")]  # PSD's own record (runs from before issue 24: none)
+        share = f"{statistics.mean(p['informative_share'] for p in pairs):.0%}" if pairs else "-"
+        k = f"{statistics.mean(p['mean_k'] for p in pairs):.2f}" if pairs else "-"
         lines.append(f"| {method} | {statistics.mean(rew):.3f} ({sd(rew):.3f}) | {statistics.mean(psnr):.1f} "
-                     f"({sd(psnr):.1f}) | {min(psnr):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} | "
+                     f"({sd(psnr):.1f}) | {min(psnr):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} | {share} | {k} | "
                      f"{statistics.mean(r['sec_per_step'] for r in rs):.3f} | {len(rs)} |")
     return "\n".join(lines)
 
@@ -172,7 +181,10 @@ def main(argv=None) -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(m for m in METHODS if m != "sds_preferred"),
                    help=f"comma-separated from {list(METHODS)}")
-    p.add_argument("--reward", default="shapes-warm", help="shapes-warm or shapes-cool")
+    p.add_argument("--reward", default="shapes-warm", help="a reward of the shapes world: shapes-warm, shapes-cool, "
+                                                           "shapes-size, shapes-low")
+    p.add_argument("--reward-scale", type=float, default=1.0,
+                   help="train with the reward times this (> 0; the table shows rewards in its own units)")
     p.add_argument("--preset", default="shapes", help="a preset of the shapes world: shapes (the closed-form prior) or "
                                                       "learned (the small SD trained here)")
     p.add_argument("--steps", type=int, default=400)
@@ -200,7 +212,7 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads,
-                               args.preset)
+                               args.preset, args.reward_scale)
                    for prompt, method, seed in jobs]
         for future in futures:
             r = future.result()
@@ -208,6 +220,7 @@ def main(argv=None) -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "pairs"}), flush=True)
     extra = f", --set {' '.join(args.set)}" if args.set else ""
     extra += f", preset {args.preset}" if args.preset != "shapes" else ""
+    extra += f", reward x{args.reward_scale:g}" if args.reward_scale != 1.0 else ""
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     report(rows, prompts, f"reward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")

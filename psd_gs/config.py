@@ -59,8 +59,13 @@ class GuidanceConfig:
     t_max_end: float = knob(0.5, "t_max at the last step (annealed linearly)", minimum=0.0, maximum=1.0)
     # PSD pair term
     lambda_p: float = knob(1.0, "lambda_p: weight of PSD's preference pair term; 0 turns it off", minimum=0.0)
-    tau: float = knob(0.01, "tau: reward gap at which the pair term reaches full weight, k(d) = clamp(d / tau, 0, 1)",
-                      above=0.0)
+    tau: float = knob(3.0, "tau: the pair term reaches full weight at a reward gap tau times the median gap of the "
+                           "pairs this run has built, k = clamp(d / (tau m), 0, 1) (pair_scale run; none: at a gap "
+                           "of tau in the reward's own units)", above=0.0)
+    pair_scale: str = knob("run", "the unit of a pair's reward gap d. run: the median gap m of every pair this run "
+                                  "has built, so any reward's units cancel (a reward times 100 steers alike); none: "
+                                  "the reward's own units (tau and min_gap then depend on the reward)",
+                           choices=("run", "none"))
     pair_window: Tuple[float, float] = knob((0.0, 0.5), "(start, end) fractions of the run where the pair term acts")
     n_candidates: int = knob(2, "N: noisings of the render ranked per pair step; the best is the winner, the worst "
                                 "the loser (more make a real choice likelier)", minimum=2, maximum=16)
@@ -83,8 +88,9 @@ class GuidanceConfig:
     gate_render: bool = knob(False, "a pair informs only when its winner's guess scores above the render itself "
                                     "(decoded from its latent): nothing to prefer once the render is as good as "
                                     "any guess")
-    min_gap: float = knob(0.0, "reward gap below which a pair is uninformative: the step is plain SDS (first "
-                               "candidate) and the learned negative skips it", minimum=0.0)
+    min_gap: float = knob(0.0, "gap (in pair_scale's unit) below which a pair is uninformative: the step is plain "
+                               "SDS (first candidate) and the learned negative skips it; a gap of 0 never informs",
+                          minimum=0.0)
     # PSD adaptive negative embedding e_n
     neg_lr: float = knob(1e-3, "Adam learning rate of PSD's learned negative embedding e_n; 0 freezes it",
                          minimum=0.0)
@@ -438,7 +444,7 @@ def _shapes() -> RunConfig:
                      # often at 0.6 dB less fidelity); 8 candidates hit as often, at 1 dB less fidelity.
                      # The learned negative changed no run here (its 12 logits move ~0.2 under CFG 1.5), so
                      # it is off; neg_lr 0.05 turns it on
-                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=1.0, tau=0.3, pair_window=(0.0, 0.4),
+                     guidance=GuidanceConfig(cfg_scale=1.5, lambda_p=1.0, tau=3.0, pair_window=(0.0, 0.4),
                                              pair_t_min=0.6, neg_lr=0.0, neg_every=8, beta=10.0, gamma=1e-3,
                                              lambda_r=1000.0))
 
@@ -468,7 +474,7 @@ def _sd() -> RunConfig:
                                          background="mixed"),
                      # PSD set by the shapes world's rules (README, "PSD's settings"): pair steps at high
                      # noise only, two candidates (more did not help there, and cost a UNet pass each)
-                     guidance=GuidanceConfig(cfg_scale=7.5, lambda_p=1.0, tau=0.01, pair_window=(0.0, 0.4),
+                     guidance=GuidanceConfig(cfg_scale=7.5, lambda_p=1.0, tau=3.0, pair_window=(0.0, 0.4),
                                              pair_t_min=0.6, neg_lr=1e-3, neg_every=8, beta=1000.0, gamma=0.1))
 
 

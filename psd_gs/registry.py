@@ -118,6 +118,10 @@ REWARDS: Dict[str, RewardEntry] = {
                                "prefers warm colours, R - (G + B) / 2 over the object"),
     "shapes-cool": RewardEntry("psd_gs.rewards.shapes:load_cool", ("shapes",), "Cool colours",
                                "prefers cool colours, B - (R + G) / 2 over the object"),
+    "shapes-size": RewardEntry("psd_gs.rewards.shapes:load_size", ("shapes",), "Bigger objects",
+                               "prefers the object that covers more of the image (its silhouette's area)"),
+    "shapes-low": RewardEntry("psd_gs.rewards.shapes:load_low", ("shapes",), "Low-slung objects",
+                              "prefers the object whose mass sits low in the view (its silhouette's mean height)"),
 }
 
 METHODS: Dict[str, MethodEntry] = {

@@ -32,6 +32,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def one_thread():
+    """Deterministic CPU arithmetic for the tests that compare two runs bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def generator() -> torch.Generator:
     """A CPU torch.Generator seeded with 0, fresh for each test."""
     return torch.Generator().manual_seed(0)

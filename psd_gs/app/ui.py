@@ -158,6 +158,8 @@ def result_sentence(cfg: RunConfig, metrics: Dict[str, object], label: str = "")
     done = f"{m['steps_done']} / {m['steps']} steps in {m['seconds']:.0f} s"
     if m.get("cancelled"):
         done += ", stopped early: this is what existed"
+    if m.get("pair"):
+        done += ". " + pair_sentence(m)[:-1]
     ev = m.get("evaluation")
     if ev and not ev.get("formed", True):
         return (f"{head}{'N' if not head else 'n'}o object formed (the nearest, the {esc(ev['nearest'])}, matches only "
@@ -172,6 +174,20 @@ def result_sentence(cfg: RunConfig, metrics: Dict[str, object], label: str = "")
     knobs = f"{g.method}, CFG {g.cfg_scale:g}" + (f", preference weight {g.lambda_p:g}, tau {g.tau:g}"
                                                    if g.method == "psd" else "")
     return f"{head}{reward}{'; ' if reward else ''}{knobs}. {done}."
+
+
+def pair_sentence(metrics: Dict[str, object]) -> str:
+    """How PSD's pair term acted over the run (metrics["pair"]), in words; "" for a run without one. Says
+    plainly when the chosen reward did not separate the candidates (PSD then ran as SDS)."""
+    p = metrics.get("pair")
+    if not p:
+        return ""
+    share, k = p["informative_share"], p["mean_k"]
+    words = (f"Preference pairs: the reward separated the candidates in {share:.0%} of {p['steps']} pair steps, "
+             f"mean weight k {k:.2f} (gap scale {p['gap_scale']:.3g} in the reward's units)")
+    if share == 0 or k < 0.05:
+        words += "; **the reward you chose did not steer this run** (PSD ran as SDS): try another reward"
+    return words + "."
 
 
 def compare_words(method: str, main: Dict[str, object], sds: Dict[str, object]) -> str:

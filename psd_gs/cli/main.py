@@ -37,7 +37,7 @@ from .common import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, CLIError, Formatter, Pa
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench"
-POSTFIX_LOGS = ("loss_sds", "reward_w", "gap", "reward")  # Progress.logs shown on the progress bar
+POSTFIX_LOGS = ("loss_sds", "reward_w", "gap", "k", "reward")  # Progress.logs shown on the progress bar
 
 EXAMPLES = """\
 examples:
@@ -441,6 +441,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"scene:      {result.ply_path}")
     print(f"turntable:  {result.turntable_path}")
     print(f"metrics:    {summary}")
+    if m.get("pair"):
+        from ..app.ui import pair_sentence
+
+        print(f"pairs:      {pair_sentence(m).replace('**', '')}")
     print(f"next:       python -m psd_gs evaluate {result.out_dir}")
     return EXIT_OK
 

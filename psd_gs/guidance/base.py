@@ -152,3 +152,7 @@ class Guidance:
     def load_state_dict(self, state: Dict[str, object]) -> None:
         self.generator.set_state(state["generator"])
         self.t_generator.set_state(state["t_generator"])
+
+    def summary(self) -> Dict[str, object]:
+        """What the method did over the whole run (resumes included), for metrics.json: {} here."""
+        return {}

@@ -11,9 +11,13 @@ Per step, with the learnable negative embedding e_n (initialised to e_ref):
    by the reward without grad; winner w = the best, loser l = the worst candidate, gap d = R^w - R^l
    >= 0. ``rank_by="scene"``: one w and l for all B views, by the reward summed over the views (the
    candidates' noises are indexed alike in every view); ``"view"``: each view ranks its own;
-4. g = w(t) (eps_s^w - eps^w) + lambda_p k(d) P, k(d) = clamp(d / tau, 0, 1) inside ``pair_window``,
-   for an informative pair: d >= ``min_gap`` and (``gate_render``) the winner's guess scores above
-   the render itself, D(z0) (ranked by scene: their means over the views). An uninformative pair
+4. g = w(t) (eps_s^w - eps^w) + lambda_p k(u) P inside ``pair_window``, with the gap in the run's own
+   units u = d / m, m the median gap of every pair this run has built so far, this one included
+   (``pair_scale="run"``; "none": u = d, in the reward's units), and k(u) = clamp(u / tau, 0, 1): a
+   reward multiplied by any c > 0 gives the same u, one shifted by a constant the same d, so no
+   reward's units reach the scene. A pair is informative when u >= ``min_gap`` and (``gate_render``)
+   the winner's guess scores above the render itself, D(z0) (ranked by scene: their means over the
+   views) and u > 0 (while every gap so far is 0, m = 0 and so is u). An uninformative pair
    gives plain SDS on the first candidate (k = 0, no selection by the reward). The pair term
    ``pair_space="noise"``: P = w(t) ((eps_s^w - eps^w) - (eps_s^l - eps^l))
                             = sqrt(a_t (1 - a_t)) (x0^l - x0^w);
@@ -56,8 +60,9 @@ class Pair:
 
     eps, eps_s, x0: [N, B, C, h, w]: the noise, eps_s(z_t; e_n), the one-step guess of each candidate.
     reward: [N, B]; win, lose: [B] long in [0, N), each view's winner and loser (the same index in every
-    view when ranked by scene); gap: [B], d = R^w - R^l >= 0 (by scene: of the rewards averaged over
-    the views, the same in every view).
+    view when ranked by scene); gap: [B], d = R^w - R^l >= 0 in the reward's units (by scene: of the
+    rewards averaged over the views, the same in every view); norm_gap: [B], u = d / m >= 0, the gap in
+    units of the run's median gap m (dimensionless); informative: [B] bool.
     """
 
     t: int
@@ -68,6 +73,7 @@ class Pair:
     win: torch.Tensor
     lose: torch.Tensor
     gap: torch.Tensor
+    norm_gap: torch.Tensor
     informative: torch.Tensor
 
     def pick(self, x: torch.Tensor, winner: bool) -> torch.Tensor:
@@ -109,6 +115,8 @@ class PSDGuidance(Guidance):
         super().__init__(cfg, prior, prompt, seed)
         self.reward = reward
         self.e_n = torch.nn.Parameter(self.e_ref.detach().clone())
+        self.gaps = torch.zeros(0, device=self.e_ref.device)  # [P]: every gap of the pairs built so far
+        self.tally = torch.zeros(3, device=self.e_ref.device)  # pair-term steps, sum of informative share, of k
 
     @classmethod
     def events(cls, cfg: GuidanceConfig, steps: int) -> Dict[str, Tuple[bool, List[int]]]:
@@ -123,12 +131,26 @@ class PSDGuidance(Guidance):
         return [{"params": [self.e_n], "lr": self.cfg.neg_lr, "name": "e_n"}] if self.cfg.neg_lr > 0 else []
 
     def state_dict(self) -> Dict[str, object]:
-        return super().state_dict() | {"e_n": self.e_n.detach().cpu()}
+        return super().state_dict() | {"e_n": self.e_n.detach().cpu(), "gaps": self.gaps.cpu(),
+                                       "tally": self.tally.cpu()}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
             self.e_n.copy_(state["e_n"])
+        self.gaps = state.get("gaps", torch.zeros(0)).to(self.e_ref.device)  # older checkpoints: none yet
+        self.tally = state.get("tally", torch.zeros(3)).to(self.e_ref.device)
+
+    def summary(self) -> Dict[str, object]:
+        """{"pair": ...}: how often the pair term acted and at what weight, over the run's pair-term steps
+        (inside ``pair_window`` with lambda_p > 0): their count, the share of them whose pair was informative
+        (mean over views), the mean k, and the gap scale m in the reward's units. {} when none ran."""
+        n, informative, k = self.tally.tolist()
+        if n == 0:
+            return {}
+        return {"pair": {"steps": int(n), "informative_share": informative / n, "mean_k": k / n,
+                         "gap_scale": self.gap_scale().item(), "pair_scale": self.cfg.pair_scale,
+                         "tau": self.cfg.tau}}
 
     # ---- the pair -----------------------------------------------------------------------------
 
@@ -138,9 +160,24 @@ class PSDGuidance(Guidance):
         frac = step / max(total, 1)
         return self.cfg.lambda_p if lo <= frac < hi else 0.0
 
-    def k(self, gap: torch.Tensor) -> torch.Tensor:
-        """Reward-based scaling k(d) = clamp(d / tau, 0, 1)."""
-        return (gap / self.cfg.tau).clamp(0.0, 1.0)
+    def k(self, norm_gap: torch.Tensor) -> torch.Tensor:
+        """The pair's weight k(u) = clamp(u / tau, 0, 1) of its normalised gap u [B]."""
+        return (norm_gap / self.cfg.tau).clamp(0.0, 1.0)
+
+    def normalise(self, gap: torch.Tensor) -> torch.Tensor:
+        """gap d [B] (reward units, >= 0) -> u = d / m [B], after adding this pair's gaps to the run's record;
+        m = the median of every gap recorded (``pair_scale="run"``), on the device (no host sync). One value per
+        pair step when ranked by scene (the gap is the same in every view), one per view otherwise. While m
+        is 0 (no gap yet), u = 0. ``pair_scale="none"``: u = d."""
+        if self.cfg.pair_scale == "none":
+            return gap
+        self.gaps = torch.cat([self.gaps, gap[:1] if self.cfg.rank_by == "scene" else gap]).detach()
+        m = self.gap_scale()
+        return torch.where(m > 0, gap / m.clamp_min(torch.finfo(gap.dtype).tiny), torch.zeros_like(gap))
+
+    def gap_scale(self) -> torch.Tensor:
+        """m: the median gap of the pairs built so far (reward units, a 0-d tensor; 0 before any)."""
+        return self.gaps.median() if len(self.gaps) else torch.zeros((), device=self.gaps.device)
 
     @torch.no_grad()
     def build_pair(self, z0: torch.Tensor, t: int, cams: Cameras) -> Pair:
@@ -158,11 +195,12 @@ class PSDGuidance(Guidance):
         reward = scores[:n * B].view(n, B)
         by_scene = self.cfg.rank_by == "scene"
         win, lose, gap = rank(reward, by_scene)
-        informative = gap >= self.cfg.min_gap
+        norm_gap = self.normalise(gap)
+        informative = (norm_gap > 0) & (norm_gap >= self.cfg.min_gap)
         if gate:  # the winner must beat the render itself (as the prior's decoder shows it)
             own, best = scores[n * B:], take(reward, win)
             informative &= (best.mean() > own.mean()).expand(B) if by_scene else best > own
-        return Pair(t, eps, eps_s, x0, reward, win, lose, gap, informative)
+        return Pair(t, eps, eps_s, x0, reward, win, lose, gap, norm_gap, informative)
 
     def pair_gradient(self, pair: Pair, lam: float, sds: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Step 4: g [B, C, h, w] on z0. ``sds``: the SDS term to use (``sds_t="own"``: drawn at its own
@@ -173,7 +211,7 @@ class PSDGuidance(Guidance):
             term = pair.pick(pair.x0, False) - pair.pick(pair.x0, True)
         else:
             term = (1 - a) * (pair.pick(residual, True) - pair.pick(residual, False))
-        k = (self.k(pair.gap) * pair.informative).view(-1, *[1] * (term.dim() - 1))
+        k = (self.k(pair.norm_gap) * pair.informative).view(-1, *[1] * (term.dim() - 1))
         if sds is None:
             sds = (1 - a) * take(residual, pair.base)
         return sds + lam * k * term
@@ -227,9 +265,11 @@ class PSDGuidance(Guidance):
                 sds = self.sds_gradient(z0, t_sds, self.e_n.detach(), cams)
                 logs["t_sds"] = float(t_sds)
             g = self.pair_gradient(pair, lam, sds)
+            k, informative = (self.k(pair.norm_gap) * pair.informative).mean(), pair.informative.float().mean()
+            if lam > 0:
+                self.tally += torch.stack([torch.ones_like(k), informative, k])
             logs.update(reward_w=pair.pick(pair.reward, True).mean(), reward_l=pair.pick(pair.reward, False).mean(),
-                        gap=pair.gap.mean(), k=(self.k(pair.gap) * pair.informative).mean(),
-                        informative=pair.informative.float().mean())
+                        gap=pair.gap.mean(), k=k, informative=informative, gap_scale=self.gap_scale())
         else:
             g = self.sds_gradient(z0, t, (self.e_ref if tail else self.e_n).detach(), cams)
         losses = {"sds": sds_target_loss(z0, g)}

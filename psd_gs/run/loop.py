@@ -488,7 +488,7 @@ def _finish(t: Training, reward: Optional[RewardModel], closed: bool) -> Result:
     elapsed = time.perf_counter() - t.t0
     metrics = {"steps_done": t.step, "steps": cfg.steps, "cancelled": cancelled, "seconds": elapsed,
                "seconds_per_step": elapsed / max(t.step - t.start, 1), "n_gaussians": len(t.scene),
-               "nan_steps_skipped": t.nan_total, "last_logs": t.last_logs}
+               "nan_steps_skipped": t.nan_total, "last_logs": t.last_logs} | t.guidance.summary()
     report = PRIORS[cfg.prior.name].report
     if report and reward is None:
         reward = load_reward(cfg.reward, device=t.device)

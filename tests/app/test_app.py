@@ -52,7 +52,7 @@ def test_the_page_is_built_from_the_config_fields_and_the_registries():
     assert [v for _, v in by_label["Method"].choices] == list(METHODS)
     assert [v for _, v in by_label["Reward model"].choices] == list(rewards_for("shapes"))
     tau = by_label["guidance.tau"]  # an Advanced control: the field's own help and range
-    assert "reward gap" in tau.info and tau.value == 0.3
+    assert "reward gap" in tau.info and tau.value == 3.0
     assert by_label["guidance.neg_every"].minimum == 1 and by_label["guidance.neg_every"].precision == 0
 
 

@@ -236,9 +236,10 @@ def test_the_suite_judges_with_held_out_rewards(batch):
     out, _, _ = batch
     report = evaluate_suite(out, views=4)
     done = BatchIndex(out).counts()["done"]
-    assert len(report["runs"]) == done and report["judges"] == ["shapes-warm", "shapes-cool"]
+    world = ["shapes-warm", "shapes-cool", "shapes-size", "shapes-low"]  # every reward of the shapes world
+    assert len(report["runs"]) == done and report["judges"] == world
     for run in report["runs"]:
-        assert run["trained_with"] == "shapes-warm" and set(run["scores"]) == {"shapes-cool"}  # never its own
+        assert run["trained_with"] == "shapes-warm" and set(run["scores"]) == set(world[1:])  # never its own
         assert 0.0 <= run["r_precision"] <= 1.0
     table = (out / "suite.md").read_text()
     assert "| psd |" in table and "| sds |" in table and "R-precision" in table

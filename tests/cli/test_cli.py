@@ -192,6 +192,8 @@ def test_generate_end_to_end_in_a_subprocess(e2e_run):
     ply = run_dir / "scene.ply"
     assert f"scene:      {ply}" in proc.stdout
     assert re.search(r"metrics: +20/20 steps in [\d.]+ s .*\d+ Gaussians", proc.stdout), proc.stdout
+    assert re.search(r"pairs: +Preference pairs: the reward separated the candidates in \d+% of 8 pair steps, "
+                     r"mean weight k [\d.]+", proc.stdout), proc.stdout  # how PSD's pair acted (issue 24)
     assert len(load_ply(ply)) > 0
     cfg = json.loads((run_dir / "config.json").read_text())
     assert (cfg["prompt"], cfg["steps"], cfg["seed"], cfg["camera"]["resolution"]) == ("a red cube", 20, 1, [[0.0, 32]])

@@ -94,12 +94,16 @@ def test_pair_bracket_is_scaled_difference_of_guesses(prior):
         assert expected.abs().max() > 0
 
 
-def test_pair_gradient_matches_design_formula(prior):
-    cfg = GuidanceConfig(lambda_p=0.7, tau=0.05)
+@pytest.mark.parametrize("scale", ["none", "run"])
+def test_pair_gradient_matches_design_formula(prior, scale):
+    cfg = GuidanceConfig(lambda_p=0.7, tau=0.05 if scale == "none" else 1.5, pair_scale=scale)
     psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    psd.gaps = torch.tensor([0.02, 0.3])  # earlier pairs' gaps: with this one's, their median is the unit
     pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 400, views(2))
     a = prior.alphas_cumprod[400]
-    k = (pair.gap / 0.05).clamp(0, 1)[:, None, None, None]
+    unit = 1.0 if scale == "none" else torch.tensor([0.02, 0.3, pair.gap[0].item()]).median()
+    assert pair.gap[0] > 0
+    k = (pair.gap / unit / cfg.tau).clamp(0, 1)[:, None, None, None]
     w, l = pair.win, pair.lose
     d_w = torch.stack([pair.eps_s[w[i], i] - pair.eps[w[i], i] for i in range(2)])
     d_l = torch.stack([pair.eps_s[l[i], i] - pair.eps[l[i], i] for i in range(2)])
@@ -163,7 +167,9 @@ def test_an_uninformative_pair_gives_plain_sds_and_teaches_the_negative_nothing(
     assert pair.informative.all() and not torch.allclose(psd.pair_gradient(pair, 3.0),
                                                          (1 - a) * (pair.eps_s[0] - pair.eps[0]))
     assert pair_of(LaterIsBetter(), n_candidates=4)[1].informative.all()  # no gate: the gap alone decides
-    for kwargs in ({"min_gap": float(pair.gap.max()) + 1e-3}, {"gate_render": True, "reward": LaterIsBetter()}):
+    # min_gap in the run's units: a first pair's gap is its own median, u = 1
+    for kwargs in ({"min_gap": 1.001}, {"min_gap": float(pair.gap.max()) + 1e-3, "pair_scale": "none"},
+                   {"gate_render": True, "reward": LaterIsBetter()}):
         psd, pair = pair_of(n_candidates=4, **kwargs)
         assert not pair.informative.any(), kwargs
         assert torch.equal(psd.pair_gradient(pair, 3.0), (1 - a) * (pair.eps_s[0] - pair.eps[0]))

@@ -64,3 +64,26 @@ def test_unknown_preference_is_named():
 
     with pytest.raises(ValueError, match="warm"):
         ShapesReward("hot")
+
+
+def test_shape_preferences_rank_silhouettes_not_colours(object_views):
+    """size: the bigger silhouette (cube > sphere > torus, cone); low: the mass lower in the view (the cone's,
+    then the torus's); neither can tell two colours of one shape apart, and neither ties two shapes that a
+    colour-word prompt allows (the prompts the bench asks them with)."""
+    world, views = object_views
+    size, low = load_reward("shapes-size"), load_reward("shapes-low")
+    by_name = {world.objects[k].name: (size.score(v, "").mean().item(), low.score(v, "").mean().item())
+               for k, v in views.items()}
+    assert by_name["blue cube"][0] > by_name["blue sphere"][0] > by_name["blue cone"][0]
+    assert by_name["red cube"][0] > by_name["red torus"][0]
+    assert by_name["blue cone"][1] > by_name["blue cube"][1] > by_name["blue sphere"][1]
+    assert by_name["red torus"][1] > by_name["red cube"][1]
+    for reward in (0, 1):
+        assert abs(by_name["blue cube"][reward] - by_name["red cube"][reward]) < 0.01  # colour does not count
+    for prompt in ("a blue shape", "an orange shape", "a red shape"):
+        for reward in (size, low):
+            scores = [reward.score(views[k], prompt).mean().item() for k in world.select(prompt)]
+            # the smallest gap: red cube against red torus under low, about 0.005 here (warm's are 0.2-0.8)
+            assert all(abs(a - b) > 0.003 for a, b in itertools.combinations(scores, 2)), (prompt, reward.name)
+    white = torch.ones(1, 3, 16, 16)
+    assert size.score(white, "").item() == 0.0 and low.score(white, "").item() == 0.0

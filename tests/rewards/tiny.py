@@ -8,6 +8,9 @@ open_clip's, see test_pickscore_tokenizer_matches_open_clip).
 """
 
 import gzip
+from pathlib import Path
+
+import torch
 
 from psd_gs.doctor.tiny import TINY_OPEN_CLIP, tiny_open_clip  # noqa: F401 (re-exported for the tests)
 
@@ -53,3 +56,29 @@ def load_tiny(name: str, weights_dir, **kwargs):
         return load_reward("pickscore", device="cpu", weights=weights_dir / "pickscore",
                            tokenizer=weights_dir / "tokenizer", **kwargs)
     raise KeyError(name)
+
+
+def write_tiny_weights(root: Path) -> Path:
+    """One tiny checkpoint per reward family under ``root``, each in its real file format; returns root."""
+    from safetensors.torch import save_file
+    from transformers import CLIPModel
+
+    from psd_gs.doctor.tiny import build_tiny_hps
+    from psd_gs.rewards.aesthetic import AestheticMLP
+
+    # HPSv2: torch.save({"state_dict": open_clip state dict}), named as on the hub.
+    build_tiny_hps(root / "hps", seed=1)
+    # CLIP (OpenAI, QuickGELU): an open_clip state dict as safetensors, named as on the hub.
+    clip = tiny_open_clip(seed=2, quick_gelu=True)
+    (root / "clip").mkdir()
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()},
+              str(root / "clip" / "open_clip_model.safetensors"))
+    # Aesthetic MLP: a bare state dict (layers.N.*), as trl-lib/ddpo-aesthetic-predictor's aesthetic-model.pth.
+    torch.manual_seed(3)
+    (root / "aesthetic").mkdir()
+    torch.save(AestheticMLP(input_size=32).state_dict(), root / "aesthetic" / "aesthetic-model.pth")
+    # PickScore: CLIPModel.save_pretrained (config.json + model.safetensors) and a tokenizer folder.
+    torch.manual_seed(4)
+    CLIPModel(tiny_clip_config()).save_pretrained(root / "pickscore")
+    bpe_clip_tokenizer().save_pretrained(root / "tokenizer")
+    return root

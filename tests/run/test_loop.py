@@ -46,15 +46,6 @@ def same_scene(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(scene_tensors(a), scene_tensors(b)))
 
 
-@pytest.fixture
-def one_thread():
-    """Deterministic CPU arithmetic for the tests that compare two runs bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_events_and_outputs(tmp_path):
     events = list(generate(small(tmp_path)))
     progress, result = events[:-1], events[-1]
