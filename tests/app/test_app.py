@@ -4,6 +4,7 @@ the named API (the browser tests are in test_app_browser.py)."""
 import inspect
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +141,7 @@ def test_client_generates_downloads_and_survives_bad_input(server):
         call(client, prompt="a dog")
     out = call(client)
     assert "Done." in out[OUT["status"]] and "over 8 views" in out[OUT["summary"]]  # 20 steps: too few to form
+    assert re.search(r"separated the candidates in \d+% of \d+ pair steps, mean weight k", out[OUT["summary"]])
     scene = load_ply(out[OUT["model"]])  # the downloaded .ply reads back
     assert scene.means.shape == (3000, 3)
     folders = list(runs.iterdir())

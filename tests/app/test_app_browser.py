@@ -225,7 +225,12 @@ def test_the_object_is_visible_while_it_grows(browser, server):
     assert "step " in page.locator("#status").inner_text()  # progress lives in the status line
     wait_done(page)
     assert page.locator("#generate").is_enabled()
-    assert "over 8 views" in page.locator("#summary").inner_text()
+    summary = page.locator("#summary")
+    assert "over 8 views" in summary.inner_text()
+    # how PSD's pair acted, in the result line a person reads (issue 24), and nothing covers it
+    assert "Preference pairs: the reward separated the candidates in" in summary.inner_text()
+    summary.scroll_into_view_if_needed()
+    assert uncovered(page, "#summary")
     page.context.close()
 
 
