@@ -107,9 +107,12 @@ def preferred_prompt(prompt: str, reward: str) -> str:
 
 
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
-            threads: int, preset_name: str = "shapes", scale: float = 1.0) -> dict:
+            threads: int, preset_name: str = "shapes", scale: float = 1.0, judge: str = "",
+            reward_weights: str = "") -> dict:
     from psd_gs.rewards import load_reward
     from psd_gs.rewards.base import Affine
+    from psd_gs.rewards.learned import load_learned_hps
+    from psd_gs.run.evaluate import eval_cameras, shapes_report
     from psd_gs.run.loop import run
 
     torch.set_num_threads(threads)
@@ -123,18 +126,25 @@ def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_di
     pairs: List[dict] = []
     record_pairs(prompt, pairs)
     t0 = time.perf_counter()
-    result = run(cfg, reward=Affine(load_reward(reward), scale) if scale != 1.0 else None)
+    given = load_learned_hps(weights=reward_weights) if reward_weights else load_reward(reward)
+    result = run(cfg, reward=Affine(given, scale) if scale != 1.0 else given)
     seconds = time.perf_counter() - t0
     rep = result.metrics["evaluation"]  # generate's own shapes report: 8 orbit views, judged by `reward`
-    return {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"] / scale, "psnr": rep["psnr"],
-            "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"], "scale": scale,
-            "pair": result.metrics.get("pair"),
-            "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds, "pairs": pairs}
+    row = {"prompt": prompt, "method": method, "seed": seed, "reward": rep["reward"] / scale, "psnr": rep["psnr"],
+           "nearest": rep["nearest"], "preferred": rep["preferred"], "hit": rep["hit"], "scale": scale,
+           "pair": result.metrics.get("pair"),
+           "sec_per_step": result.metrics["seconds_per_step"], "seconds": seconds, "pairs": pairs}
+    if judge:  # the same scene under another reward (the rule a learned reward imitates): its score and hit
+        other = shapes_report(result.scene, prompt, load_reward(judge), eval_cameras(8, cfg.camera.resolution[-1][1]))
+        row.update(judge=judge, judge_reward=other["reward"], judge_hit=other["hit"], judge_preferred=other["preferred"])
+    return row
 
 
 def table(rows: list, title: str) -> str:
-    lines = [f"\n{title}", "| method | reward (sd) | PSNR dB (sd) | lowest PSNR | hits | pairs informative | "
-                         "mean k | s/step | runs |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    judged = any("judge" in r for r in rows)  # --judge: the rule's reward and hits beside the trained reward's
+    extra = " rule reward (sd) | rule hits |" if judged else ""
+    lines = [f"\n{title}", "| method | reward (sd) | PSNR dB (sd) | lowest PSNR | hits |" + extra + " pairs informative | "
+                         "mean k | s/step | runs |", "|---|---:|---:|---:|---:|" + "---:|" * (2 * judged) + "---:|---:|---:|---:|"]
     for method in METHODS:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
@@ -144,8 +154,12 @@ def table(rows: list, title: str) -> str:
         pairs = [r["pair"] for r in rs if r.get("pair")]  # PSD's own record (runs from before issue 24: none)
         share = f"{statistics.mean(p['informative_share'] for p in pairs):.0%}" if pairs else "-"
         k = f"{statistics.mean(p['mean_k'] for p in pairs):.2f}" if pairs else "-"
+        rule = ""
+        if judged:
+            jr = [r["judge_reward"] for r in rs]
+            rule = f" {statistics.mean(jr):.3f} ({sd(jr):.3f}) | {sum(r['judge_hit'] for r in rs)}/{len(rs)} |"
         lines.append(f"| {method} | {statistics.mean(rew):.3f} ({sd(rew):.3f}) | {statistics.mean(psnr):.1f} "
-                     f"({sd(psnr):.1f}) | {min(psnr):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} | {share} | {k} | "
+                     f"({sd(psnr):.1f}) | {min(psnr):.1f} | {sum(r['hit'] for r in rs)}/{len(rs)} |{rule} {share} | {k} | "
                      f"{statistics.mean(r['sec_per_step'] for r in rs):.3f} | {len(rs)} |")
     return "\n".join(lines)
 
@@ -183,6 +197,10 @@ def main(argv=None) -> None:
                    help=f"comma-separated from {list(METHODS)}")
     p.add_argument("--reward", default="shapes-warm", help="a reward of the shapes world: shapes-warm, shapes-cool, "
                                                            "shapes-size, shapes-low")
+    p.add_argument("--judge", default="", help="also score each result with this reward (e.g. shapes-warm, the rule "
+                                               "learned-hps imitates): its reward and hits in two more columns")
+    p.add_argument("--reward-weights", default="",
+                   help="with --reward learned-hps: another trained folder (e.g. .cache/train-reward/hps_clean)")
     p.add_argument("--reward-scale", type=float, default=1.0,
                    help="train with the reward times this (> 0; the table shows rewards in its own units)")
     p.add_argument("--preset", default="shapes", help="a preset of the shapes world: shapes (the closed-form prior) or "
@@ -212,7 +230,7 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads,
-                               args.preset, args.reward_scale)
+                               args.preset, args.reward_scale, args.judge, args.reward_weights)
                    for prompt, method, seed in jobs]
         for future in futures:
             r = future.result()
@@ -221,6 +239,8 @@ def main(argv=None) -> None:
     extra = f", --set {' '.join(args.set)}" if args.set else ""
     extra += f", preset {args.preset}" if args.preset != "shapes" else ""
     extra += f", reward x{args.reward_scale:g}" if args.reward_scale != 1.0 else ""
+    extra += f", reward weights {args.reward_weights}" if args.reward_weights else ""
+    extra += f", judged also by {args.judge}" if args.judge else ""
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     report(rows, prompts, f"reward {args.reward}, {args.steps} steps, seeds {seeds.start}..{seeds.stop - 1}{extra}")

@@ -83,7 +83,7 @@ PRIORS: Dict[str, PriorEntry] = {
         world="shapes", label="Shapes world (offline)",
         help="closed-form mixture prior over twelve coloured reference objects; exact, runs on a CPU",
         check="psd_gs.priors.analytic:check_run", report="psd_gs.run.evaluate:shapes_report",
-        retrieve="psd_gs.run.evaluate:shapes_retrieval",
+        retrieve="psd_gs.batch.suite:learned_clip_retrieval",
         memory="psd_gs.priors.analytic:memory"),
     "learned": PriorEntry(
         factory="psd_gs.priors.learned:load_learned_prior", options="psd_gs.priors.learned:LearnedOptions",
@@ -91,7 +91,7 @@ PRIORS: Dict[str, PriorEntry] = {
         help="a 4M-parameter Stable Diffusion (AutoencoderKL, UNet2DConditionModel, CLIPTextModel) trained on the "
              "shapes world's renders; the real SD code path on a CPU",
         check="psd_gs.priors.learned:check_run", report="psd_gs.run.evaluate:shapes_report",
-        retrieve="psd_gs.run.evaluate:shapes_retrieval", memory="psd_gs.priors.learned:memory"),
+        retrieve="psd_gs.batch.suite:learned_clip_retrieval", memory="psd_gs.priors.learned:memory"),
     "sd": PriorEntry(
         factory="psd_gs.priors.stable_diffusion:load_sd_prior", options="psd_gs.priors.stable_diffusion:SDOptions",
         world="image", label="Stable Diffusion 2.1 base",
@@ -122,6 +122,12 @@ REWARDS: Dict[str, RewardEntry] = {
                                "prefers the object that covers more of the image (its silhouette's area)"),
     "shapes-low": RewardEntry("psd_gs.rewards.shapes:load_low", ("shapes",), "Low-slung objects",
                               "prefers the object whose mass sits low in the view (its silhouette's mean height)"),
+    "learned-hps": RewardEntry("psd_gs.rewards.learned:load_learned_hps", ("shapes",), "Learned preference (HPS-style)",
+                               "a small HPS v2.1-architecture reward trained here on noisy pairwise labels of a "
+                               "hidden rule (python -m psd_gs train-reward); cosine of image and prompt"),
+    "learned-clip": RewardEntry("psd_gs.rewards.learned:load_learned_clip", ("shapes",), "Learned CLIP score",
+                                "a small CLIP trained here on the world's renders and captions, no preference; "
+                                "cosine of image and prompt"),
 }
 
 METHODS: Dict[str, MethodEntry] = {

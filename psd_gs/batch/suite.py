@@ -7,13 +7,15 @@ each done run (``evaluate.eval_cameras``: elevation 20, off the training grid), 
 - scores them with every judge except the run's own training reward (that cell stays empty), the
   mean over views being the run's score;
 - measures R-precision: how often a view's own prompt matches it best among all the batch's prompts
-  (the prior's ``retrieve`` hook: CLIP ViT-L/14 cosine in the image world, ``clip_retrieval``; the
-  nearest allowed object's PSNR in the shapes world; ties count as a match), averaged over views.
+  (the prior's ``retrieve`` hook: CLIP ViT-L/14 cosine in the image world, ``clip_retrieval``; in the
+  shapes world the CLIP judge trained there, ``learned_clip_retrieval``; ties count as a match), averaged
+  over views. (``evaluate.shapes_retrieval``, the nearest allowed object's PSNR, is the exact answer the
+  judge is measured against.)
 
 It writes ``suite.json`` (per run and per method) and ``suite.md`` (the table: per method, mean ± sample
 standard deviation across runs, and the number of runs) into the batch folder. Judges default to
-every reward of the runs' world: in the shapes world that is shapes-warm and shapes-cool, each
-judging the runs trained with the other.
+every reward of the runs' world: in the shapes world the colour and shape preferences and the two
+learned rewards, each judging the runs trained with the others.
 """
 
 from __future__ import annotations
@@ -33,14 +35,20 @@ from ..registry import PRIORS, REWARDS, resolve, rewards_for
 SUITE_JSON, SUITE_MD = "suite.json", "suite.md"
 
 
-def clip_retrieval(views: torch.Tensor, cams, prompts: Sequence[str], load_reward) -> torch.Tensor:
-    """[V, P] cosine of CLIP ViT-L/14 (the "clip" reward's weights) between each view [V, H, W, 3] in [0, 1]
-    and each prompt."""
-    clip = load_reward("clip")
+def clip_retrieval(views: torch.Tensor, cams, prompts: Sequence[str], load_reward, judge: str = "clip"
+                   ) -> torch.Tensor:
+    """[V, P] cosine of a CLIP judge (default the "clip" reward, CLIP ViT-L/14) between each view [V, H, W, 3]
+    in [0, 1] and each prompt."""
+    clip = load_reward(judge)
     with torch.no_grad():
         image = clip.image_features(views.permute(0, 3, 1, 2))  # [V, D] unit vectors
         text = clip.text_features(list(prompts))  # [P, D]
     return (image @ text.T).float().cpu()
+
+
+def learned_clip_retrieval(views: torch.Tensor, cams, prompts: Sequence[str], load_reward) -> torch.Tensor:
+    """``clip_retrieval`` by the shapes world's CLIP judge trained here ("learned-clip", issue 25)."""
+    return clip_retrieval(views, cams, prompts, load_reward, judge="learned-clip")
 
 
 def r_precision(scores: torch.Tensor, own: int) -> float:

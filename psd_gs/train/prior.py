@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..priors.shapes_world import ShapesWorld
+from .base import Trainer, _gen, _load, _save
 from .data import Renders, caption, render_poses, vocabulary
 from .recipe import PriorRecipe
 from .tokenizer import write_tokenizer
@@ -75,49 +75,12 @@ def build_unet(r: PriorRecipe, factor: int):
                                 cross_attention_dim=r.text_width, attention_head_dim=8, use_linear_projection=True)
 
 
-def _gen(seed: int, stage: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stage * 100_003 + step)
-
-
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _load(path: Path) -> Optional[dict]:
-    return torch.load(path, weights_only=True) if path.exists() else None
-
-
-class Paused(Exception):
-    """Training stopped at its time budget after saving its checkpoint; the same command resumes it."""
-
-
-class PriorTrainer:
-    """Runs the stages into ``work`` and writes the model to ``out``. ``log(line)`` gets one line per stage.
-
-    save_every_s: checkpoint period of a training stage. budget_s: this invocation's time; once it is spent the
-    stage saves its checkpoint and ``run`` raises Paused (None: no limit; 0: one step per stage and call)."""
+class PriorTrainer(Trainer):
+    """Runs the stages into ``work`` and writes the model to ``out`` (``Trainer``: log, checkpoints, budget)."""
 
     def __init__(self, out: str | Path, work: str | Path, recipe: PriorRecipe = PriorRecipe(),
                  log: Callable[[str], None] = print, save_every_s: float = 120.0, budget_s: Optional[float] = None):
-        self.out, self.work, self.r, self.log = Path(out), Path(work), recipe, log
-        self.save_every_s = save_every_s
-        self.deadline = math.inf if budget_s is None else time.perf_counter() + budget_s
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.world = ShapesWorld()
-        self.stats: Dict[str, object] = {}
-
-    def _due(self, last: float, final: bool) -> bool:
-        now = time.perf_counter()
-        return final or now - last > self.save_every_s or now >= self.deadline
-
-    def _pause_if_spent(self, unfinished: bool, stage: str, step: int) -> float:
-        """After a checkpoint: Paused when the budget is spent and the stage is not done; else the time now."""
-        if unfinished and time.perf_counter() >= self.deadline:
-            raise Paused(f"paused in the {stage} stage at step {step} (time budget spent); run the same command "
-                         "again to resume")
-        return time.perf_counter()
+        super().__init__(out, work, recipe, log, save_every_s, budget_s)
 
     # ---- 1. data --------------------------------------------------------------------------------
     def data(self) -> Dict[str, Renders]:

@@ -28,3 +28,26 @@ class PriorRecipe:
     text_width: int = 64
     unet_channels: tuple = (32, 64, 128)
     vae_channels: tuple = (32, 64, 64)
+
+
+@dataclass
+class RewardRecipe:
+    """Everything the learned rewards' training depends on (saved in train.json; the defaults made the shipped
+    checkpoints). Widths: the ViT's and the text transformer's; steps: the contrastive stage's and each
+    preference stage's."""
+
+    seed: int = 0
+    train_poses: int = 300
+    val_poses: int = 24
+    clip_steps: int = 1500
+    pref_steps: int = 800
+    batch: int = 64
+    lr: float = 5e-4
+    warmup: int = 100
+    embed_dim: int = 64
+    vision_width: int = 64
+    vision_layers: int = 3
+    patch_size: int = 32
+    text_width: int = 64
+    text_layers: int = 2
+    context_length: int = 32

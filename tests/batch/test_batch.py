@@ -236,7 +236,7 @@ def test_the_suite_judges_with_held_out_rewards(batch):
     out, _, _ = batch
     report = evaluate_suite(out, views=4)
     done = BatchIndex(out).counts()["done"]
-    world = ["shapes-warm", "shapes-cool", "shapes-size", "shapes-low"]  # every reward of the shapes world
+    world = ["shapes-warm", "shapes-cool", "shapes-size", "shapes-low", "learned-hps", "learned-clip"]  # all the world's
     assert len(report["runs"]) == done and report["judges"] == world
     for run in report["runs"]:
         assert run["trained_with"] == "shapes-warm" and set(run["scores"]) == set(world[1:])  # never its own

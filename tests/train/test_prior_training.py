@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from psd_gs.train.prior import Paused, PriorRecipe, PriorTrainer
+from psd_gs.train.base import Paused
+from psd_gs.train.prior import PriorRecipe, PriorTrainer
 
 TINY = PriorRecipe(train_poses=3, val_poses=1, vae_steps=2, vae_batch=4, unet_steps=3, batch=4, warmup=1,
                    unet_channels=(32, 32, 32), vae_channels=(32, 32, 32))
