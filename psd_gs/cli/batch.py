@@ -80,8 +80,8 @@ def _add_suite(sub) -> None:
         description=para(
             "Render --views orbit views of every done run in a batch folder and score them with each judge except "
             "the reward the run was trained with, plus R-precision: how often a view matches its own prompt best "
-            "among the batch's prompts (CLIP ViT-L/14 for real images; in the shapes world the nearest allowed "
-            "object). Writes DIR/suite.json and DIR/suite.md: per method, mean ± sd across runs."))
+            "among the batch's prompts (CLIP ViT-L/14 for real images; in the shapes world the CLIP judge trained "
+            "there, learned-clip). Writes DIR/suite.json and DIR/suite.md: per method, mean ± sd across runs."))
     s.add_argument("batch", metavar="DIR", help="a folder written by `python -m psd_gs batch`")
     s.add_argument("--judges", metavar="NAMES",
                    help=f"comma-separated rewards from {', '.join(REWARDS)} (default: every reward of the runs' world; "

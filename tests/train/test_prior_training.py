@@ -1,12 +1,11 @@
 """``train-prior`` on a tiny recipe: the folder it writes is a diffusers StableDiffusionPipeline, and a run cut
 into pieces by its time budget resumes to exactly the weights of an uninterrupted run."""
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from psd_gs.train.base import Paused
 from psd_gs.train.prior import PriorRecipe, PriorTrainer
+from tests.train.pieces import run_in_pieces
 
 TINY = PriorRecipe(train_poses=3, val_poses=1, vae_steps=2, vae_batch=4, unet_steps=3, batch=4, warmup=1,
                    unet_channels=(32, 32, 32), vae_channels=(32, 32, 32))
@@ -19,15 +18,9 @@ def _weights(folder):
 def test_a_paused_training_resumes_to_the_same_weights_and_the_pipeline_loads(tmp_path):
     straight = PriorTrainer(tmp_path / "a", tmp_path / "work-a", TINY, log=lambda _: None).run()
 
-    pauses = 0
-    while True:  # budget 0: every stage does one step, saves and pauses
-        try:
-            pieces = PriorTrainer(tmp_path / "b", tmp_path / "work-b", TINY, log=lambda _: None, budget_s=0).run()
-            break
-        except Paused as paused:
-            assert "run the same command again" in str(paused)
-            pauses += 1
-            assert pauses < 10
+    # budget 0: every stage does one step, saves and pauses
+    pieces, pauses = run_in_pieces(lambda: PriorTrainer(tmp_path / "b", tmp_path / "work-b", TINY, log=lambda _: None,
+                                                        budget_s=0))
     assert pauses == TINY.vae_steps - 1 + TINY.unet_steps - 1
     a, b = _weights(straight), _weights(pieces)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
