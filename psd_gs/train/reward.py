@@ -174,25 +174,26 @@ class RewardTrainer(Trainer):
         return model.eval()
 
     # ---- 4. export ------------------------------------------------------------------------------
-    def export(self, clip_model, hps_model) -> Dict[str, Path]:
+    def write_config(self, folder: Path) -> Path:
+        """``folder`` (made) with the architecture beside the weights, as open_clip's hub folders carry it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = {"model_cfg": model_config(self.r),
+               "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                                  "std": [0.26862954, 0.26130258, 0.27577711]}}
+        (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        return folder
+
+    def export(self, clip_model, hps_model, clean_model) -> Dict[str, Path]:
+        """The CLIP judge and the preference reward under ``out``, the clean-only variant under ``work``; float16."""
         from safetensors.torch import save_file
 
-        half = lambda m: {k: v.detach().half().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
-        folders = {"clip": self.out / "clip", "hps": self.out / "hps"}
-        for name, folder in folders.items():
-            folder.mkdir(parents=True, exist_ok=True)
-            cfg = {"model_cfg": model_config(self.r),
-                   "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
-                                      "std": [0.26862954, 0.26130258, 0.27577711]}}
-            (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
-        save_file(half(clip_model), str(folders["clip"] / CLIP_FILE))
-        torch.save({"state_dict": half(hps_model)}, folders["hps"] / HPS_FILE)
+        folders = {name: self.write_config(root / name)
+                   for name, root in (("clip", self.out), ("hps", self.out), ("hps_clean", self.work))}
+        save_file(_half(clip_model), str(folders["clip"] / CLIP_FILE))
+        for name, model in (("hps", hps_model), ("hps_clean", clean_model)):
+            torch.save({"state_dict": _half(model)}, folders[name] / HPS_FILE)
         self.log(f"saved the CLIP judge to {folders['clip']} and the preference reward to {folders['hps']}")
         return folders
-
-    def clean_variant(self) -> Path:
-        """The preference reward trained on clean references only, in HPS's format under ``work/hps_clean``."""
-        return self.work / "hps_clean"
 
     def run(self) -> Dict[str, Path]:
         data = self.data()
@@ -200,11 +201,11 @@ class RewardTrainer(Trainer):
         start = {k: v.clone() for k, v in clip_model.state_dict().items()}
         hps_model = self.train("hps", data["train"], start)
         clean_model = self.train("hps_clean", data["train"], start)
-        folders = self.export(clip_model, hps_model)
-        clean = self.clean_variant()
-        clean.mkdir(parents=True, exist_ok=True)
-        (clean / CONFIG_FILE).write_text((folders["hps"] / CONFIG_FILE).read_text())
-        torch.save({"state_dict": {k: v.detach().half() for k, v in clean_model.state_dict().items()}},
-                   clean / HPS_FILE)
+        folders = self.export(clip_model, hps_model, clean_model)
         (self.work / "train.json").write_text(json.dumps({"recipe": asdict(self.r), **self.stats}))
-        return folders | {"hps_clean": clean}
+        return folders
+
+
+def _half(model) -> Dict[str, torch.Tensor]:
+    """The model's state dict in float16, contiguous (what ships)."""
+    return {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
