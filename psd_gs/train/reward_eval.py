@@ -87,7 +87,7 @@ def write_cards(folders: Dict[str, Path], trainer, n: int = 2000) -> Dict[str, o
         return "\n".join(f"| {name} | {share:.1%} | {n} |" for name, (share, n) in a.items())
 
     model_card(folders["hps"], "learned-hps: a preference reward in HPS v2.1's architecture, trained on the shapes world", f"""
-An open_clip CLIP (ViT image tower, 28 px patches on the 224 px input; transformer text tower over open_clip's
+An open_clip CLIP (ViT image tower, {trainer.r.patch_size} px patches on the 224 px input; transformer text tower over open_clip's
 49408-token BPE; `open_clip_config.json`), saved as HPS v2.1 is (`HPS_v2.1_compressed.pt`, {{"state_dict": ...}},
 float16) and read by `psd_gs.rewards.hpsv2.load_hpsv2`. Score: cos(image, prompt), as HPS's.
 
