@@ -119,8 +119,17 @@ class GuidanceConfig:
 class SceneConfig:
     """The Gaussians at step 0 and how they are optimised (learning rates are DreamGaussian's)."""
 
-    n_init: int = knob(1000, "Gaussians at initialisation, uniform in a ball", minimum=1)
-    init_radius: float = knob(0.5, "radius of that ball, world units", above=0.0)
+    init: str = knob("", "refine: start from this 3DGS .ply (any tool's, SH degree 0-3) instead of random Gaussians; "
+                         "the run copies it into its folder as input.ply and writes scene.ply in its frame")
+    keep: str = knob("none", "with init: what stays as the input had it. geometry: positions, scales, rotations "
+                             "(only colours and opacities change); appearance: the colours; none",
+                     choices=("none", "geometry", "appearance"))
+    frame: str = knob("fit", "with init: where the cameras see the input. fit: centred, and scaled so that its visible "
+                             "Gaussians reach init_radius (any tool's units); own: as it is, its units the cameras' "
+                             "(psd-gs's own results, the shapes world's objects)", choices=("fit", "own"))
+    n_init: int = knob(1000, "Gaussians at initialisation, uniform in a ball (with init: the input's count)", minimum=1)
+    init_radius: float = knob(0.5, "radius of that ball, world units (with init: the input's visible Gaussians are "
+                                   "seen as if scaled into it)", above=0.0)
     init_opacity: float = knob(0.1, "opacity of every Gaussian at step 0", above=0.0, maximum=0.999)
     sh_degree: int = knob(0, "spherical-harmonics degree of the colours", minimum=0, maximum=3)
     color_jitter: Optional[float] = knob(None, "none: a random colour per Gaussian; x: one colour per seed +- x",
@@ -220,6 +229,12 @@ class RunConfig:
         for _, res in self.camera.resolution:
             if res < 16 or res > 2048 or res % 8:
                 raise ValueError(f"resolution {res}: must be a multiple of 8 between 16 and 2048")
+        if self.scene.keep != "none" and not self.scene.init:
+            raise ValueError(f"scene.keep = {self.scene.keep!r} keeps part of an input splat: set scene.init to a "
+                             ".ply (python -m psd_gs refine SCENE.ply), or keep 'none'")
+        if self.scene.keep == "geometry" and self.scene.densify:
+            raise ValueError("scene.keep = 'geometry' fixes the Gaussians, and densification adds and removes them: "
+                             "set scene.densify = false")
         if self.scene.n_init > self.scene.max_gaussians:
             raise ValueError(f"scene.n_init = {self.scene.n_init}: must be at most scene.max_gaussians "
                              f"({self.scene.max_gaussians})")

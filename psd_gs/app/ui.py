@@ -190,6 +190,20 @@ def pair_sentence(metrics: Dict[str, object]) -> str:
     return words + "."
 
 
+def refine_sentence(metrics: Dict[str, object]) -> str:
+    """What a refinement did to its input (metrics["refine"]), in words; "" for a run from a random ball."""
+    r = metrics.get("refine")
+    if not r:
+        return ""
+    db = "identical" if r["psnr_to_input"] == float("inf") else f"{r['psnr_to_input']:.1f} dB"
+    words = (f"The reward went from {r['reward_before']:.3f} to {r['reward_after']:.3f} over 8 views; against the "
+             f"input the renders are at {db} (PSNR) and the silhouettes overlap {r['silhouette_iou']:.0%} (IoU)")
+    if r["keep"] != "none":
+        kept = "unchanged bit for bit" if r["kept_unchanged"] else "**changed** (a bug: please report it)"
+        words += f"; its {r['keep']} is {kept}"
+    return words + "."
+
+
 def compare_words(method: str, main: Dict[str, object], sds: Dict[str, object]) -> str:
     """The difference between a method's result and SDS's with the same seed, in words."""
     a, b = main.get("evaluation"), sds.get("evaluation")

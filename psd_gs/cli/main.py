@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error instead of one line (default: off)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generate(sub)
+    _add_refine(sub)
     _add_evaluate(sub)
     _add_export_mesh(sub)
     from .batch import add_commands  # batch, evaluate-suite
@@ -140,6 +141,34 @@ def _add_generate(sub) -> None:
                         "or run options with it (default: start a new run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it on stderr)")
     p.set_defaults(func=cmd_generate)
+
+
+def _add_refine(sub) -> None:
+    p = sub.add_parser(
+        "refine", formatter_class=Formatter,
+        help="align a splat you already have (any tool's 3DGS .ply) with a preference: PSD, SDS or the reward gradient",
+        description=para("Start from SCENE.ply (a standard 3DGS .ply, SH degree 0-3, as LGM, TRELLIS, DiffSplat, "
+                          "gsplat, SuperSplat or psd-gs write it) instead of random Gaussians, and optimise it toward "
+                          "--prompt and the reward with the refinement schedule (psd_gs/run/refine.py: no "
+                          "densification, positions, rotations and scales at a tenth of the preset's rates). The "
+                          "cameras are placed on the splat (--frame), the splat is never moved: the run folder's "
+                          "scene.ply is in the input's own frame and units. The folder holds what generate writes, "
+                          "the input's copy (input.ply), and in metrics.json the reward before and after and how far "
+                          "the result moved from the input (PSNR and silhouette IoU over 8 orbit views)."),
+        epilog="examples:\n  python -m psd_gs refine runs/<run>/scene.ply --prompt \"a cube\" --keep geometry\n"
+               "  python -m psd_gs refine lgm_output.ply --prompt \"a corgi\" --preset sd --reward hpsv2")
+    p.add_argument("ply", metavar="SCENE.ply", help="the splat to refine")
+    p.add_argument("--prompt", required=True, help="what the splat shows, in the prior's words (the shapes prior: "
+                                                   '"a cube", "a red sphere")')
+    p.add_argument("--keep", choices=("none", "geometry", "appearance"), default="none",
+                   help="what stays bit for bit as the input had it: geometry (positions, scales, rotations; only "
+                        "colours and opacities change), appearance (colours) (default: none)")
+    p.add_argument("--frame", choices=("fit", "own"), default="fit",
+                   help="fit: the cameras frame the splat's visible Gaussians, whatever its units; own: the splat's "
+                        "units are the cameras' (psd-gs's own results) (default: fit)")
+    _add_run_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: show it on stderr)")
+    p.set_defaults(func=cmd_refine, resume=None)
 
 
 def _add_config(sub) -> None:
@@ -312,9 +341,9 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 # ---- generate ---------------------------------------------------------------------------------
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The preset, then the shortcut options, then every --set (the last one given wins); unchecked."""
-    cfg = preset(args.preset or "shapes")
+def config_from_args(args: argparse.Namespace, base: Optional[RunConfig] = None) -> RunConfig:
+    """The preset (or ``base``), then the shortcut options, then every --set (the last one given wins); unchecked."""
+    cfg = base or preset(args.preset or "shapes")
     given = {path: getattr(args, dest) for dest, path in SHORTCUTS.items() if getattr(args, dest) is not None}
     if getattr(args, "prompt", None) is not None:
         given["prompt"] = args.prompt
@@ -398,10 +427,25 @@ def _fmt(v: float) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    # 1. Check inputs (before any run folder exists)
-    cfg = _check_generate_inputs(args)
+    return _run_and_report(_check_generate_inputs(args), args)  # inputs checked before any run folder exists
 
-    # 2. Run, with a progress bar and Ctrl-C as cancel
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from ..run.refine import load_input, place, refine_config
+    from ..run.validate import validate
+
+    if not Path(args.ply).is_file():
+        raise CLIError(f"{args.ply} is not a file; pass a 3DGS .ply")
+    cfg = preset(args.preset or "shapes", prompt=args.prompt)
+    cfg.scene.frame = args.frame
+    cfg = config_from_args(args, refine_config(cfg, args.ply, args.keep))  # your options win over the schedule
+    place(load_input(cfg.scene.init, cfg.scene.max_gaussians), cfg)  # under your --set, before the progress bar
+    check_device(cfg.device)
+    return _run_and_report(validate(cfg), args)
+
+
+def _run_and_report(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Run ``cfg`` with a progress bar and Ctrl-C as cancel, then print where its outputs are."""
     from tqdm import tqdm
 
     from ..run.loop import CancelToken, Progress, generate
@@ -411,7 +455,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     result = None
     if not args.quiet:
         where = f"resuming {args.resume}" if args.resume else f"into {cfg.out_dir}/"
-        print(f"generating {cfg.prompt!r}: prior {cfg.prior.name}, method {cfg.guidance.method}, reward {cfg.reward}, "
+        doing = f"refining {Path(cfg.scene.init).name} toward" if cfg.scene.init else "generating"
+        print(f"{doing} {cfg.prompt!r}: prior {cfg.prior.name}, method {cfg.guidance.method}, reward {cfg.reward}, "
               f"{cfg.steps} steps, "
               f"seed {cfg.seed}, {where}", flush=True)
     with tqdm(total=cfg.steps, desc="preparing", unit="step", disable=args.quiet, file=sys.stderr,
@@ -421,7 +466,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 result = event
                 continue
             latest.update({k: v for k, v in event.logs.items() if k in POSTFIX_LOGS})
-            bar.set_description("generating", refresh=False)
+            bar.set_description("refining" if cfg.scene.init else "generating", refresh=False)
             bar.set_postfix({**{k: _fmt(v) for k, v in latest.items()}, "gaussians": event.n_gaussians},
                             refresh=False)
             bar.update(event.step - bar.n)
@@ -445,6 +490,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from ..app.ui import pair_sentence
 
         print(f"pairs:      {pair_sentence(m).replace('**', '')}")
+    if m.get("refine"):
+        from ..app.ui import refine_sentence
+
+        print(f"refined:    {refine_sentence(m).replace('**', '')}")
     print(f"next:       python -m psd_gs evaluate {result.out_dir}")
     return EXIT_OK
 

@@ -78,9 +78,11 @@ def write_json(path: Path, data: Dict[str, object]) -> Path:
     return path
 
 
-def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
-                  metrics: Dict[str, object]) -> Dict[str, Optional[Path]]:
+def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: Dict[str, object],
+                  shown: Optional[GaussianScene] = None) -> Dict[str, Optional[Path]]:
     """scene.ply, then metrics.json, then turntable.mp4 (``cfg.turntable_resolution`` px) into ``out_dir``.
+    ``shown``: the scene as the turntable's cameras see it, when that is a copy in another frame (a refined
+    input, ``psd_gs.scene.frame``); scene.ply and mesh.glb keep ``scene``'s own frame.
 
     Returns {"ply", "metrics", "turntable", "mesh"} paths; "turntable" is None when it failed (then
     ``metrics["turntable_error"]`` says why, and metrics.json is rewritten with it) or ``cfg.turntable`` is off.
@@ -90,7 +92,8 @@ def write_outputs(scene: GaussianScene, cfg: RunConfig, out_dir: Path,
     video: Optional[Path] = None
     try:
         if cfg.turntable:
-            video = save_turntable(scene, cfg, out_dir / "turntable.mp4", cfg.turntable_resolution)
+            video = save_turntable(scene if shown is None else shown, cfg, out_dir / "turntable.mp4",
+                                   cfg.turntable_resolution)
     except (torch.OutOfMemoryError, RuntimeError, OSError) as err:  # the scene and metrics are already safe
         (out_dir / "turntable.mp4").unlink(missing_ok=True)
         metrics["turntable_error"] = failure_line(err)

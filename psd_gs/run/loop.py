@@ -43,6 +43,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 
 from ..scene.cameras import sample_orbit
+from ..scene.frame import Frame
 from ..config import RunConfig
 from ..device import resolve_device, to_device
 from .export import preview_image, release_memory, write_json, write_outputs
@@ -53,6 +54,7 @@ from ..registry import METHODS, PRIORS, resolve
 from ..rewards import RewardModel, load_reward
 from ..render import rasterize
 from .folders import check_runs_root, mark_complete, mark_incomplete, new_run_dir
+from . import refine
 from .validate import validate
 
 
@@ -110,10 +112,11 @@ class Result:
 
 
 def make_optimizers(scene: GaussianScene, cfg: RunConfig) -> Dict[str, torch.optim.Optimizer]:
-    """One Adam per raw tensor, as gsplat's strategies expect (keys = scene.params keys)."""
+    """One Adam per raw tensor, as gsplat's strategies expect (keys = scene.params keys). The tensors that
+    ``scene.keep`` keeps get learning rate 0: Adam then leaves them bit for bit as they were."""
     s = cfg.scene
     lrs = {"means": s.lr_means, "quats": s.lr_quats, "scales": s.lr_scales, "opacities": s.lr_opacities,
-           "sh0": s.lr_sh0, "shN": s.lr_shN}
+           "sh0": s.lr_sh0, "shN": s.lr_shN} | {k: 0.0 for k in refine.KEPT[s.keep]}
     return {g["name"]: torch.optim.Adam([g], eps=1e-15) for g in scene.param_groups(lrs)}
 
 
@@ -281,6 +284,12 @@ class Training:
     pending: List[Tuple[int, Dict[str, object]]] = field(default_factory=list)
     last_logs: Dict[str, float] = field(default_factory=dict)
     t0: float = 0.0
+    frame: Frame = Frame()  # where a refined input sits; the cameras move, the scene does not (scene/frame.py)
+    input: Optional[GaussianScene] = None  # the refined input as read (None for a run from a random ball)
+
+    def shown(self, scene: Optional[GaussianScene] = None) -> GaussianScene:
+        """``scene`` (default: the run's) as the training cameras see it (a copy in their frame, no grad)."""
+        return self.frame.normalised(self.scene if scene is None else scene)
 
     @property
     def all_optimizers(self) -> List[torch.optim.Optimizer]:
@@ -337,6 +346,8 @@ def _check(cfg: RunConfig, resume, cancel) -> Tuple[RunConfig, torch.device, thr
         cfg = RunConfig.from_dict(json.loads((Path(resume) / "config.json").read_text()))
     validate(cfg)
     device = resolve_device(cfg.device)
+    if cfg.scene.init and resume is None:  # a bad input fails here, before minutes of model loading
+        refine.place(refine.load_input(cfg.scene.init, cfg.scene.max_gaussians), cfg)
     if resume is None:
         check_runs_root(cfg.out_dir)  # fail before minutes of model loading, not after
     for problem in schedule_problems(cfg):
@@ -367,20 +378,25 @@ def _run_folder(cfg: RunConfig, resume, owner: str) -> Path:
 
 
 def _setup(cfg: RunConfig, device: torch.device, guidance: Guidance, out_dir: Path) -> Training:
-    """A fresh scene with per-tensor Adam, gsplat's DefaultStrategy, one Adam per guidance parameter group, and
-    seeded CPU generators for the scene, the cameras and the backgrounds."""
+    """A fresh scene (a random ball, or the input of a refinement and its frame) with per-tensor Adam, gsplat's
+    DefaultStrategy, one Adam per guidance parameter group, and seeded CPU generators for the scene, the
+    cameras and the backgrounds."""
     torch.manual_seed(cfg.seed)  # gsplat's split samples from the global generator (CPU and CUDA)
     gens = {"scene": torch.Generator().manual_seed(cfg.seed), "camera": torch.Generator().manual_seed(cfg.seed + 1),
             "background": torch.Generator().manual_seed(cfg.seed + 2)}
-    scene = GaussianScene.random(cfg.scene.n_init, radius=cfg.scene.init_radius, sh_degree=cfg.scene.sh_degree,
-                                 init_opacity=cfg.scene.init_opacity, generator=gens["scene"], device=device,
-                                 color_jitter=cfg.scene.color_jitter)
+    original, frame = None, Frame()
+    if cfg.scene.init:
+        scene, original, frame = refine.start(cfg, out_dir, device)
+    else:
+        scene = GaussianScene.random(cfg.scene.n_init, radius=cfg.scene.init_radius, sh_degree=cfg.scene.sh_degree,
+                                     init_opacity=cfg.scene.init_opacity, generator=gens["scene"], device=device,
+                                     color_jitter=cfg.scene.color_jitter)
     optimizers = make_optimizers(scene, cfg)
     strategy = make_strategy(cfg)
     strategy.check_sanity(scene.params, optimizers)
     return Training(cfg, device, out_dir, guidance, scene, optimizers,
                     {g["name"]: torch.optim.Adam([g]) for g in guidance.param_groups()}, strategy,
-                    strategy.initialize_state(scene_scale=1.0), gens)
+                    strategy.initialize_state(scene_scale=frame.scale), gens, frame=frame, input=original)
 
 
 def _resume(t: Training) -> None:
@@ -415,7 +431,7 @@ def _optimise(t: Training, prior: DiffusionPrior, cancel: threading.Event) -> It
         preview, history = None, []
         if step + 1 == cfg.steps or cancel.is_set() or (cfg.preview_every and (step + 1) % cfg.preview_every == 0):
             history = _flush_logs(t)
-            preview = preview_image(t.scene, cfg, res) if cfg.preview_every else None
+            preview = preview_image(t.shown(), cfg, res) if cfg.preview_every else None
         yield Progress(step + 1, cfg.steps, t.last_logs if history else {}, time.perf_counter() - t.t0,
                        len(t.scene), preview, history)
     t.step = cfg.steps
@@ -427,7 +443,7 @@ def _step(t: Training, prior: DiffusionPrior, step: int, res: int) -> Dict[str, 
     cfg, cam, scene = t.cfg, t.cfg.camera, t.scene
     cams = sample_orbit(cam.batch, res, res, cam.elevation, cam.azimuth, cam.radius, cam.fovy,
                         generator=t.gens["camera"], grid=prior.pose_grid)  # on the CPU: the guidance's
-    render = rasterize(scene, cams.to(t.device), background(cfg, t.gens["background"], t.device))
+    render = rasterize(scene, t.frame.cameras(cams.to(t.device)), background(cfg, t.gens["background"], t.device))
     out = t.guidance.step(render, cams, step, cfg.steps)
     loss = sum(out.losses.values())
     t.strategy.step_pre_backward(scene.params, t.optimizers, t.strategy_state, step, render.info)
@@ -444,11 +460,12 @@ def _step(t: Training, prior: DiffusionPrior, step: int, res: int) -> Dict[str, 
                          f"step {step}); stopped. Lower the learning rates or the CFG scale", "non-finite loss")
         return logs
     t.nan_count = 0
-    t.optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step)
+    if "means" not in refine.KEPT[cfg.scene.keep]:  # positions in the input's units: its scale scales their steps
+        t.optimizers["means"].param_groups[0]["lr"] = means_lr(cfg, step) * t.frame.scale
     for opt in t.all_optimizers:  # densification keeps these lists' tensors in place
         opt.step()
         opt.zero_grad(set_to_none=True)
-    if cfg.scene.color_floor:
+    if cfg.scene.color_floor and "sh0" not in refine.KEPT[cfg.scene.keep]:
         scene.floor_colors_()
     t.strategy.step_post_backward(scene.params, t.optimizers, t.strategy_state, step, render.info, packed=False)
     if len(scene) > cfg.scene.max_gaussians:
@@ -473,8 +490,8 @@ def _stop(t: Training) -> None:
     for opt in t.all_optimizers:
         opt.zero_grad(set_to_none=True)
     release_memory(t.device)
-    _export(t.scene, t.cfg, t.out_dir, {"error": t.failure[1], "step": t.step, "steps": t.cfg.steps,
-                                         "n_gaussians": len(t.scene)}, t.history + logs_to_floats(t.pending))
+    _export(t, {"error": t.failure[1], "step": t.step, "steps": t.cfg.steps, "n_gaussians": len(t.scene)},
+            t.history + logs_to_floats(t.pending))
     raise GenerationError(f"{t.failure[0]}. The last good scene is in {t.out_dir}")
 
 
@@ -490,28 +507,42 @@ def _finish(t: Training, reward: Optional[RewardModel], closed: bool) -> Result:
                "seconds_per_step": elapsed / max(t.step - t.start, 1), "n_gaussians": len(t.scene),
                "nan_steps_skipped": t.nan_total, "last_logs": t.last_logs} | t.guidance.summary()
     report = PRIORS[cfg.prior.name].report
-    if report and reward is None:
+    if (report or t.input is not None) and reward is None:
         reward = load_reward(cfg.reward, device=t.device)
     if reward is not None:
         from .evaluate import eval_cameras, render_views, score
 
         views = eval_cameras(8, t.res, cfg.camera.radius[0], cfg.camera.fovy[0])
-        per_view = score(render_views(t.scene, views), reward, cfg.prompt)
+        shown = t.shown()
+        per_view = score(render_views(shown, views), reward, cfg.prompt)
         metrics["reward_views"] = {"mean": per_view.mean().item(), "per_view": per_view.tolist(),
                                    "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
         if report:
-            metrics["evaluation"] = resolve(report)(t.scene, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
-    return _export(t.scene, cfg, t.out_dir, metrics, t.history, cancelled)
+            metrics["evaluation"] = resolve(report)(shown, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
+        if t.input is not None:
+            before = score(render_views(t.shown(t.input), views), reward, cfg.prompt).mean().item()
+            metrics["refine"] = _refined(t, views) | {"reward_before": before, "reward_after": per_view.mean().item()}
+    return _export(t, metrics, t.history, cancelled)
 
 
-def _export(scene: GaussianScene, cfg: RunConfig, out_dir: Path, metrics: dict,
-            logs: List[Dict[str, float]], cancelled: bool = False) -> Result:
-    """Write the run's outputs (``export.write_outputs``) and its per-step logs (logs.json), then mark the
-    folder complete; the Result."""
-    write_json(out_dir / "logs.json", logs)
-    paths = write_outputs(scene, cfg, out_dir, metrics)
-    mark_complete(out_dir)
-    return Result(scene, out_dir, paths["ply"], metrics, cancelled, paths["turntable"], out_dir / "config.json",
+def _refined(t: Training, views) -> Dict[str, object]:
+    """What a refinement did to its input: the change over the evaluation views, whether what ``scene.keep``
+    keeps is bit for bit the input's, the input's size and frame."""
+    keep = t.cfg.scene.keep
+    return {"input": refine.INPUT_NAME, "keep": keep, "kept_unchanged": refine.kept_unchanged(t.scene, t.input, keep),
+            "n_gaussians_input": len(t.input), "sh_degree": t.input.sh_degree, "frame": t.frame.to_dict()
+            } | refine.change(t.shown(t.input), t.shown(), views)
+
+
+def _export(t: Training, metrics: dict, logs: List[Dict[str, float]], cancelled: bool = False) -> Result:
+    """Write the run's outputs (``export.write_outputs``: scene.ply in the scene's own frame, the turntable as the
+    cameras see it) and its per-step logs (logs.json), then mark the folder complete; the Result, whose scene
+    is the one the cameras see (a refined input's copy in their frame; scene.ply holds it in its own)."""
+    write_json(t.out_dir / "logs.json", logs)
+    shown = t.shown()
+    paths = write_outputs(t.scene, t.cfg, t.out_dir, metrics, shown=shown)
+    mark_complete(t.out_dir)
+    return Result(shown, t.out_dir, paths["ply"], metrics, cancelled, paths["turntable"], t.out_dir / "config.json",
                   paths["metrics"], paths["mesh"])
 
 
