@@ -24,10 +24,11 @@ from ..run.export import preview_image
 from ..run.folders import RunFolderError, clean_old_runs
 from ..run.loop import CancelToken, GenerationError, generate
 from ..run.memory import check_fits
+from ..run.refine import SCHEDULE, load_input, place
 from ..run.models import ModelCache
 from . import plots, serve, ui
 from .live import LiveRun
-from .world import PageWorld, api_name, make_config, setting_of
+from .world import PageWorld, api_name, make_config, prior_defaults, setting_of
 
 SDS_TAG = "SDS pass (for Compare): "
 POLL_S = 0.4  # the page's handler takes the run's events this often; a cancel is answered within it
@@ -64,7 +65,8 @@ class Handlers:
         self.runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="psd-gs-run")  # runs, one after another
         self.outputs = [c[k] for k in ("status", "preview", "reward_plot", "loss_plot", "summary", "results", "model",
                                        "mesh", "video", "files", "compare_md", "model_main", "model_sds",
-                                       "compare_plot", "history", "go")]
+                                       "compare_plot", "history", "go", "input_view")] + [c["controls"]["scene.init"]]
+        self.refine_paths = [p for p in SCHEDULE if p in self.paths]  # the refinement's settings on the page
 
     def wire(self, demo: gr.Blocks) -> None:
         """Generate (with its validator), Stop, the page load, the help under Method and Reward, the history."""
@@ -79,6 +81,10 @@ class Handlers:
                         show_progress="hidden")
         demo.load(self.init, inputs=c["owner_token"], outputs=[c["owner_token"], c["history"]], show_progress="hidden")
         c["history"].select(self.pick, inputs=c["owner_token"], outputs=self.outputs, show_progress="hidden")
+        upload, prior = c["controls"]["scene.init"], c["controls"]["prior.name"]
+        refine_outputs = [upload, c["input_view"], c["go"], *[c["controls"][p] for p in self.refine_paths]]
+        upload.upload(self.uploaded, [upload, prior], refine_outputs, api_visibility="private")
+        upload.clear(self.cleared, prior, refine_outputs, queue=False, api_visibility="private")
         for path, table in (("guidance.method", METHODS), ("reward", REWARDS)):  # the help follows the choice
             c["controls"][path].change(lambda v, table=table: gr.update(info=table[v].help if v in table else ""),
                                        c["controls"][path], c["controls"][path], show_progress="hidden",
@@ -104,8 +110,46 @@ class Handlers:
         except ValueError as err:
             where = setting_of(err, self.paths)
             # shown as text by Gradio (not HTML): a prompt with markup reads as typed
-            verdicts[3 + self.paths.index(where if where in self.paths else "prompt")] = gr.validate(False, str(err))
+            verdicts[3 + self.paths.index(where if where in self.paths else "prompt")] = gr.validate(
+                False, self.public(str(err), values))
         return verdicts
+
+    def public(self, text: str, values) -> str:
+        """``text`` without server paths: the runs root, and the folder Gradio keeps an upload in."""
+        upload = dict(zip(self.paths, values)).get("scene.init")
+        return serve.public_message(text, [self.w.root] + ([Path(upload).parent] if upload else []))
+
+    # ---- Refine a splat ----------------------------------------------------------------------------
+
+    def uploaded(self, path, prior):
+        """A .ply dropped on "Refine a splat": checked as the run will check it (``refine.load_input``, the frame),
+        shown beside the live render, Generate becomes Refine and the refinement's settings fill the controls.
+        A file the page cannot refine is deleted at once, and the message says why."""
+        c, base = self.c, self.w.base
+        try:
+            scene = load_input(path, base.scene.max_gaussians)
+            shown = place(scene, base).normalised(scene)
+        except ValueError as err:
+            Path(path).unlink(missing_ok=True)
+            text = serve.public_message(str(err), [Path(path).parent])
+            gr.Warning(ui.esc(text))
+            return self.refining(None, prior) | {c["input_view"]: gr.update(
+                visible=True, value=ui.status_html(f"Not refined: {text}", error=True))}
+        image = ui.image_html(preview_image(shown, base, 256), "your splat", 320)
+        caption = ui.esc(f"{Path(path).name}: {len(scene)} Gaussians, SH degree {scene.sh_degree}")
+        return self.refining(path, prior) | {c["input_view"]: gr.update(
+            visible=True, value=f"{image}<div class='psd-small' style='text-align:center'>{caption}</div>")}
+
+    def cleared(self, prior):
+        """The upload removed: back to text to 3D."""
+        return self.refining(None, prior) | {self.c["input_view"]: gr.update(visible=False, value="")}
+
+    def refining(self, path, prior) -> Dict:
+        """The upload, the button's name and the settings the page shows for a refinement (``path``) or not."""
+        c = self.c
+        values = prior_defaults(self.w.name, prior or self.w.base.prior.name, self.refine_paths, refining=bool(path))
+        return {c["controls"]["scene.init"]: path, c["go"]: gr.update(value="Refine" if path else "Generate"),
+                **{c["controls"][p]: v for p, v in zip(self.refine_paths, values)}}
 
     def tidy(self) -> None:
         """Old run folders, and the files served from copies, go after ``max_age_hours``."""
@@ -124,9 +168,12 @@ class Handlers:
         cancel = state["cancel"] = CancelToken()
         yield {c["go"]: gr.update(interactive=False), c["results"]: gr.Tabs(visible=False), c["summary"]: "",
                c["status"]: ui.status_html("Starting..."),
-               c["preview"]: ui.placeholder_html("The live render appears after the first steps", 330)}
+               c["preview"]: ui.placeholder_html("The live render appears after the first steps", 330),
+               c["input_view"]: gr.update(visible=bool(cfg.scene.init))}
         passes = passes_of(cfg, compare_on)
         live = LiveRun(lambda: self.work(passes, cancel, owner), self.runner)
+        if cfg.scene.init:  # a refined upload lives on only in the run's folder (input.ply), not in Gradio's cache
+            live.future.add_done_callback(lambda _: Path(cfg.scene.init).unlink(missing_ok=True))
         page = ui.LivePage(cancel, passes)
         try:
             while not live.ended:  # one short poll per next(): a cancelled request is answered within it
@@ -136,7 +183,14 @@ class Handlers:
         except GeneratorExit:  # the request was cancelled (a client's cancel, a closed page): the run's own
             cancel.set()  # thread ends its step and writes what exists (scene, metrics, turntable, mesh)
             raise
-        yield self.finished(cfg, passes, page.results, live.error, owner)
+        update = self.finished(cfg, passes, page.results, live.error, owner)
+        if cfg.scene.init:  # the upload went with the run's end (its copy is the run's input.ply): back to Generate
+            update |= {c["controls"]["scene.init"]: None, c["go"]: gr.update(value="Generate", interactive=True)}
+            if "" in page.results and live.error is None:
+                done = "Done." if not page.results[""].cancelled else "Stopped: this is what existed."
+                update[c["status"]] = ui.status_html(f"{done} Your splat's copy is kept in this run's folder "
+                                                     "(input.ply); drop the file again to refine it another way.")
+        yield update
 
     def work(self, passes: List[Tuple[str, RunConfig]], cancel: CancelToken, owner: str):
         """The run's own thread (``LiveRun``): per pass, the models (loaded once, kept), then generate()'s
@@ -194,7 +248,8 @@ class Handlers:
         ply, glb, video, *listed = serve.serve_copies(
             [folder / n for n in ("scene.ply", "mesh.glb", "turntable.mp4", "config.json", "metrics.json",
                                   "logs.json")])
-        return {c["summary"]: ui.result_sentence(result_cfg, metrics), c["results"]: gr.Tabs(visible=True),
+        summary = "  \n".join(s for s in (ui.result_sentence(result_cfg, metrics), ui.refine_sentence(metrics)) if s)
+        return {c["summary"]: summary, c["results"]: gr.Tabs(visible=True),
                 c["model"]: ply, c["mesh"]: glb, c["files"]: [f for f in [ply, glb, *listed] if f], c["video"]: video,
                 c["reward_plot"]: ui.image_html(rplot, "reward chart"),
                 c["loss_plot"]: ui.image_html(lplot, "loss chart")}

@@ -112,6 +112,17 @@ def controls_column(w: PageWorld, c: Dict[str, object]) -> None:
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         for path in ADVANCED:
             controls[path] = widget(f[path], path, elem_id=control_id(path))
+    with gr.Accordion("Refine a splat", open=False, elem_id="refine"):
+        gr.Markdown(f"<span class='psd-small'>Drop a 3DGS `.ply` (LGM, TRELLIS, DiffSplat, gsplat, SuperSplat, psd-gs; "
+                    f"SH degree 0-3, at most {w.base.scene.max_gaussians} Gaussians) and Refine moves it toward the "
+                    "prompt and the reward with the method above, starting from your splat instead of a random "
+                    "ball. The result keeps your file's frame and units; the file is kept only in your run's "
+                    "folder.</span>")
+        controls["scene.init"] = gr.File(label="Your splat (.ply)", file_types=[".ply"], type="filepath",
+                                         file_count="single", elem_id=control_id("scene.init"), height=120)
+        controls["scene.keep"] = gr.Radio([("Nothing", "none"), ("Its geometry (only colours and opacities change)",
+                                            "geometry"), ("Its colours", "appearance")], value="none",
+                                          label="Keep as it is", elem_id=control_id("scene.keep"))
     # choosing a prior shows its own preset's settings (the learned prior's CFG 7.5); make_config starts from it
     paths = [p for p in SETTINGS + ADVANCED if p not in ("prior.name", "resolution")]
     controls["prior.name"].change(lambda prior: prior_defaults(w.name, prior, paths), controls["prior.name"],
@@ -124,6 +135,8 @@ def live_column(w: PageWorld, c: Dict[str, object]) -> None:
     c["status"] = gr.HTML(ui.status_html("Press Generate."), elem_id="status", label="Status")
     c["summary"] = gr.Markdown("", elem_id="summary", label="Result")
     with gr.Row(equal_height=False):
+        c["input_view"] = gr.HTML("", label="Your splat", elem_id="input-view", min_width=200, show_label=True,
+                                  container=True, padding=True, visible=False)
         c["preview"] = gr.HTML(ui.placeholder_html("The live render appears here", 330), label="Live render",
                                elem_id="preview", min_width=260, show_label=True, container=True, padding=True)
         with gr.Column(min_width=280):

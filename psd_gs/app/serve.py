@@ -7,8 +7,10 @@
   ``/gradio_api/file=<runs>/...`` is refused). What a user may download is copied into a folder of
   random names below the system's temp folder (``serve_copies``), from which Gradio moves it into its
   own cache; both are pruned (``prune``) so nothing accumulates: entries older than the runs' age
-  limit, and beyond ``MAX_CACHE_ENTRIES`` the oldest first. Uploads are capped at ``MAX_UPLOAD`` (the
-  page takes none).
+  limit, and beyond ``MAX_CACHE_ENTRIES`` the oldest first. Uploads are capped at ``MAX_UPLOAD``: the
+  page's one upload is "Refine a splat", a .ply of at most scene.max_gaussians Gaussians at SH degree 3
+  (``upload_cap``); the upload is deleted when its run ends (its copy is the run's input.ply) or at once
+  when it is not a splat the page can refine.
 - Messages: server paths are replaced by "<runs>" before a user sees them (``public_message``).
 - Start-up: a server bound beyond loopback without a login says so loudly, on stderr and on the page.
 """
@@ -25,7 +27,16 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 FAILED_LOGIN_DELAY = 0.5  # seconds per wrong attempt, attempts in turn
-MAX_UPLOAD = "1kb"  # Gradio's upload route; the page has no upload control
+
+
+def upload_cap(max_gaussians: int) -> int:
+    """Bytes of the largest .ply "Refine a splat" takes: ``max_gaussians`` rows of a 3DGS splat at SH degree 3
+    (62 float32: position, normal, 48 SH coefficients, opacity, 3 scales, 4 rotations), a quarter more for
+    other tools' extra properties, and 64 KB of header."""
+    return int(max_gaussians * 62 * 4 * 1.25) + 65536
+
+
+MAX_UPLOAD = upload_cap(20_000)  # Gradio's upload route; 20000 = scene.max_gaussians in every preset
 MAX_CACHE_ENTRIES = 400
 SERVE_DIR = Path(tempfile.gettempdir()) / "psd-gs-serve"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

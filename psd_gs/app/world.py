@@ -15,6 +15,7 @@ from ..device import resolve_device
 from ..registry import METHODS, PRIORS, REWARDS, rewards_for
 from ..run.fetch import prior_files, status
 from ..run.memory import default_budget, fitting_resolutions
+from ..run.refine import SCHEDULE, refine_config
 from ..run.validate import validate
 
 RESOLUTIONS = {"shapes": ["32", "64", "128"], "learned": ["64"], "sd": ["128", "256", "512"]}
@@ -62,7 +63,10 @@ def make_config(world: str, runs_root: str, values: Mapping[str, object],
     chosen on the page starts from its own preset where it has one (``preset_of_prior``: the learned prior's
     four views a step), and the page's values go on top."""
     values = dict(values)
+    init, keep = values.pop("scene.init", None) or "", values.pop("scene.keep", None) or "none"
     cfg = preset(preset_of_prior(str(values.get("prior.name") or preset(world).prior.name), world), out_dir=runs_root)
+    if init:  # "Refine a splat": the upload, with the refinement schedule; the page's values go on top
+        refine_config(cfg, init, keep)
     if "resolution" in values:
         size = values.pop("resolution")
         if offered is not None and str(size).strip() not in [str(r) for r in offered]:
@@ -74,10 +78,11 @@ def make_config(world: str, runs_root: str, values: Mapping[str, object],
     return validate(apply_overrides(cfg, values))
 
 
-def prior_defaults(world: str, prior: str, paths: List[str]) -> List[object]:
+def prior_defaults(world: str, prior: str, paths: List[str], refining: bool = False) -> List[object]:
     """The values of config ``paths`` in the preset a page of ``world`` starts from when ``prior`` is chosen
-    (``preset_of_prior``), as the page's controls hold them (tuples as JSON)."""
-    cfg = preset(preset_of_prior(prior, world))
+    (``preset_of_prior``), with the refinement schedule when ``refining``, as the page's controls hold them
+    (tuples as JSON)."""
+    cfg = apply_overrides(preset(preset_of_prior(prior, world)), SCHEDULE if refining else {})
     values = {f.path: f.value for f in config_fields(cfg, with_options=False)}
     return [json.dumps(values[p]) if isinstance(values[p], (tuple, list)) else values[p] for p in paths]
 
@@ -91,6 +96,8 @@ def setting_of(error: ValueError, paths: List[str]) -> Optional[str]:
     named = [p for p in paths if p != "prompt" and (p in text or p.split(".")[-1] + " " in text[:40])]
     if "camera.resolution" in text or text.startswith("resolution"):
         named.insert(0, "resolution")
+    if not named and (".ply" in text or "splat" in text):  # the upload's own messages (refine)
+        named = ["scene.init"]
     return named[0] if named else None
 
 

@@ -31,8 +31,7 @@ from ..scene.ply import load_ply
 
 INPUT_NAME = "input.ply"  # the input's copy in the run folder
 KEPT = {"none": (), "geometry": ("means", "quats", "scales"), "appearance": ("sh0", "shN")}
-SCHEDULE = {"steps": 200, "scene.densify": False, "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.4,
-            "guidance.pair_t_min": 0.6, "guidance.pair_window": (0.0, 0.6)}
+SCHEDULE = {"steps": 200, "scene.densify": False, "guidance.t_max_end": 0.4, "guidance.pair_window": (0.0, 0.6)}
 GENTLER = ("lr_means", "lr_means_final", "lr_quats", "lr_scales")  # x 0.1
 
 

@@ -228,8 +228,12 @@ def test_uploads_are_capped(server):
     import httpx
 
     url, _ = server
-    big = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.bin", b"x" * 50_000)}, timeout=20)
+    from psd_gs.app.serve import MAX_UPLOAD
+
+    big = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.ply", b"x" * (MAX_UPLOAD + 1))}, timeout=60)
     assert big.status_code in (400, 413), big.text[:200]
+    small = httpx.post(f"{url}gradio_api/upload", files={"files": ("small.ply", b"x" * 50_000)}, timeout=20)
+    assert small.status_code == 200, small.text[:200]  # a splat of the size the page refines is taken
 
 
 def test_a_resolution_the_page_does_not_offer_is_refused_at_once(server):

@@ -335,3 +335,72 @@ def test_stop_keeps_what_exists(browser, server):
     page.locator("#model3d canvas").first.wait_for(timeout=60_000)
     assert page.locator("#generate").is_enabled()
     page.context.close()
+
+
+def drop_splat(page, path: Path) -> None:
+    """Open "Refine a splat" and give its upload the file, as a person choosing it in the file dialog."""
+    page.locator("#refine").get_by_text("Refine a splat", exact=True).click()
+    page.locator("#ctl-scene-init input[type=file]").set_input_files(str(path))
+
+
+def test_refine_a_splat_shows_it_beside_the_live_render_and_keeps_it_only_in_the_run(browser, server, tmp_path):
+    """Issue 26: a .ply dropped on the page is shown as it will be refined, Refine runs from it, and afterwards
+    the file exists only as the run folder's input.ply (the upload is gone from Gradio's folder)."""
+    from playwright.sync_api import expect
+
+    from psd_gs.priors.shapes_world import ShapesWorld
+    from psd_gs.scene.ply import save_ply
+
+    url, runs = server
+    ply = save_ply(ShapesWorld().build(2), tmp_path / "my-green-cube.ply")  # the warm reward prefers red
+    page = open_page(browser, url)
+    page.locator("#prompt textarea").fill("a cube")
+    drop_splat(page, ply)
+    expect(page.locator("#generate")).to_have_text("Refine", timeout=60_000)
+    img = wait_drawn(page, "#input-view img", share=0.05, timeout_s=60)
+    assert drawn_share(img) > 0.05 and uncovered(page, "#input-view")
+    green = img.reshape(-1, 3).astype(int)
+    assert ((green[:, 1] > green[:, 0] + 40) & (green[:, 1] > green[:, 2] + 40)).mean() > 0.03  # the green cube
+    assert "my-green-cube.ply: 400 Gaussians" in page.locator("#input-view").inner_text()
+    set_steps(page, 30)
+    click_generate(page)
+    page.locator("#status").get_by_text("Done.").wait_for(timeout=RUN_TIMEOUT_MS)
+    assert "The reward went from" in page.locator("#summary").inner_text()
+    assert drawn_share(pixels(page, "#preview")) > 0.02 and drawn_share(pixels(page, "#input-view img")) > 0.05
+    keep_screenshot(page, "app-refine.png")
+    copies = list(runs.rglob("input.ply"))
+    assert any(c.read_bytes() == ply.read_bytes() for c in copies)
+    gradio_dir = runs.parent / "gradio"
+    deadline = time.monotonic() + 10
+    while any(gradio_dir.rglob("my-green-cube.ply")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(gradio_dir.rglob("my-green-cube.ply")), "the upload stayed in Gradio's folder"
+    expect(page.locator("#generate")).to_have_text("Generate")
+
+
+def test_refine_refuses_an_oversized_upload_and_a_file_that_is_not_a_splat(browser, server, tmp_path):
+    from playwright.sync_api import expect
+
+    from psd_gs.app.serve import MAX_UPLOAD
+
+    url, runs = server
+    page = open_page(browser, url)
+    big = tmp_path / "huge.ply"
+    big.write_bytes(b"p" * (MAX_UPLOAD + 1))
+    drop_splat(page, big)
+    toast = page.locator(".toast-body").first
+    toast.wait_for(timeout=30_000)
+    assert "size" in toast.inner_text().lower()
+    assert drawn_share(pixels(page, ".toast-body")) > 0.02 and uncovered(page, ".toast-body")
+    assert not page.locator("#input-view").is_visible()  # nothing was taken
+    expect(page.locator("#generate")).to_have_text("Generate")
+    page.reload()
+    page.locator("#generate").wait_for()
+    text = tmp_path / "notes.ply"
+    text.write_text("ply? no, my shopping list")
+    drop_splat(page, text)
+    view = page.locator("#input-view")
+    view.get_by_text("Not refined").wait_for(timeout=60_000)
+    assert "notes.ply is not a readable PLY file" in view.inner_text() and "/tmp" not in view.inner_text()
+    assert drawn_share(pixels(page, "#input-view")) > 0.005 and uncovered(page, "#input-view")
+    expect(page.locator("#generate")).to_have_text("Generate")
