@@ -5,13 +5,13 @@ from the input's Gaussians (``scene.init``) instead of a random ball, seen throu
 the cameras, not the splat (``psd_gs.scene.frame``), with the schedule below. ``load_input`` reads and
 checks the file; ``change`` measures how far a result moved from its input.
 
-The schedule (``SCHEDULE``), against a preset's run from a random ball: no densification (the input's
-Gaussians are the object; growth would add what the input never had), positions, rotations and scales
-moved ten times more gently (the input's shape is already right), colours and opacities at the preset's
-rates (what a preference usually asks to change), and t drawn from [0.02, 0.75] annealed to 0.4, not
-from near pure noise: at t close to T the prior's guess no longer depends on the input, and SDS would
-grow its own object over it. PSD's pair steps are at t >= 0.5 T in the first 60% of the run: where two
-noisings of the input still give guesses that differ (bench/RESULTS.md, "Refine a splat").
+The schedule (``SCHEDULE``, ``GENTLER``), against a preset's run from a random ball: no densification (the
+input's Gaussians are the object; growth would add what it never had), positions, rotations and scales ten
+times more gently (its shape is already right), colours and opacities at the preset's rates (what a
+preference usually asks to change), PSD's pair steps in the first 60% of the run and t annealed to 0.4. The
+noise range is the preset's (up to 0.98 T): the preference acts through pairs at high noise, where two
+noisings of the input give guesses that differ; the input itself keeps its identity (docs/design.md,
+"Refinement", has the measurements).
 """
 
 from __future__ import annotations

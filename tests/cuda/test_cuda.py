@@ -110,3 +110,27 @@ def test_a_batch_gives_each_runner_one_gpu(tmp_path):
     assert index.counts()["done"] == 2, index.jobs
     for entry in index.jobs.values():
         assert entry["worker"]["device"].startswith("cuda") and len(entry["worker"]["gpus"]) == 1
+
+
+def test_refine_on_gsplat_keeps_geometry_bit_for_bit_in_the_inputs_frame(tmp_path):
+    """Issue 26 on the GPU path: a moved, scaled splat refined through gsplat's rasteriser with framed cameras;
+    its geometry comes back bit for bit (learning rate 0 leaves it exactly) and its reward rises."""
+    import math
+
+    from psd_gs.priors.shapes_world import ShapesWorld
+    from psd_gs.run.refine import refine_config
+    from psd_gs.scene.gaussians import GaussianScene
+    from psd_gs.scene.ply import load_ply, save_ply
+
+    p = ShapesWorld().build(2).detached()
+    moved = GaussianScene(p["means"] * 5.0 + torch.tensor([2.0, 0.5, -4.0]), p["quats"], p["scales"] + math.log(5.0),
+                          p["opacities"], p["sh0"])
+    ply = save_ply(moved, tmp_path / "in.ply")
+    cfg = preset("shapes", prompt="a cube", out_dir=str(tmp_path / "runs"), device="cuda", turntable=False)
+    refine_config(cfg, ply, "geometry")
+    cfg.steps = 60
+    result = run(cfg)
+    out, original = load_ply(result.ply_path), load_ply(ply)
+    assert all(torch.equal(out.params[k], original.params[k]) for k in ("means", "quats", "scales"))
+    r = result.metrics["refine"]
+    assert r["kept_unchanged"] and r["reward_after"] > r["reward_before"] + 0.02

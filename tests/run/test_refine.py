@@ -134,3 +134,14 @@ def test_load_input_refuses_more_than_the_budget(tmp_path):
     assert len(load_input(ply, 400)) == 400
     with pytest.raises(ValueError, match="prune the splat first"):
         load_input(ply, 399)
+
+
+def test_refine_runs_through_the_learned_prior(tmp_path):
+    """The SD code path (the small SD trained here, four views a step): a refinement starts from the input and
+    writes its record."""
+    ply = save_ply(moved(ShapesWorld().build(GREEN_CUBE)), tmp_path / "cube.ply")
+    cfg = preset("learned", prompt="a cube", out_dir=str(tmp_path / "runs"), turntable=False, mesh=False)
+    refine_config(cfg, ply, "geometry")
+    cfg.steps, cfg.camera.batch = 2, 2
+    r = run(cfg).metrics["refine"]
+    assert r["kept_unchanged"] and r["n_gaussians_input"] == 400 and r["silhouette_iou"] > 0.95
