@@ -38,6 +38,7 @@ SETTINGS = ["guidance.negative_prompt", "prior.name", "guidance.cfg_scale", "gui
 ADVANCED = ["guidance.n_candidates", "guidance.pair_t_min", "guidance.tau", "guidance.pair_window",
             "guidance.neg_every", "guidance.beta", "guidance.gamma", "guidance.lambda_r", "guidance.t_min",
             "guidance.t_max_start", "guidance.t_max_end"]
+REFINE = ["scene.init", "scene.keep"]  # "Refine a splat": the upload and what stays as it is
 LABELS = {"prompt": "Prompt", "guidance.negative_prompt": "Negative prompt", "prior.name": "Prior",
           "guidance.method": "Method", "reward": "Reward model", "guidance.cfg_scale": "CFG scale",
           "guidance.lambda_p": "Preference weight", "guidance.neg_lr": "Negative-embedding learning rate",

@@ -24,7 +24,7 @@ SETTINGS = {"prompt": "a cube", "guidance.negative_prompt": "", "prior.name": "s
             "resolution": "32", "guidance.n_candidates": 8, "guidance.pair_t_min": 0.6, "guidance.tau": 0.3,
             "guidance.pair_window": "[0.0, 0.4]", "guidance.neg_every": 4,
             "guidance.beta": 10.0, "guidance.gamma": 0.001, "guidance.lambda_r": 1000.0, "guidance.t_min": 0.02,
-            "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.5}
+            "guidance.t_max_start": 0.98, "guidance.t_max_end": 0.5, "scene.init": None, "scene.keep": "none"}
 
 
 def test_build_demo_builds_for_the_shapes_world():
@@ -33,7 +33,7 @@ def test_build_demo_builds_for_the_shapes_world():
 
 
 def test_make_config_maps_the_page_and_names_bad_values():
-    assert set(SETTINGS) == set(page.MAIN + page.SETTINGS + page.ADVANCED)
+    assert set(SETTINGS) == set(page.MAIN + page.SETTINGS + page.ADVANCED + page.REFINE)
     cfg = world.make_config("shapes", "runs", SETTINGS)
     assert cfg.guidance.method == "psd" and cfg.steps == 20 and cfg.camera.resolution == ((0.0, 32),)
     assert cfg.guidance.pair_window == (0.0, 0.4) and cfg.guidance.lambda_p == 4.0 and cfg.out_dir == "runs"
@@ -408,3 +408,27 @@ def test_soak_many_runs_keep_memory_and_temp_files_bounded(server):
     served = list((tmp / "tmp" / "psd-gs-serve").iterdir())
     assert len(cached) <= 12 + 6 and len(served) <= 12 + 1, (len(cached), len(served))  # + the last run's
     assert len([p for p in runs.iterdir() if (p / "scene.ply").exists()]) == done_before + count
+
+
+def test_the_page_refines_an_upload_and_names_a_bad_one_beside_it(tmp_path):
+    """Refine a splat through the page's config: the upload with the refinement schedule; a file that is not a
+    splat is refused by the validator next to the upload, without the server's path."""
+    from psd_gs.priors.shapes_world import ShapesWorld
+    from psd_gs.scene.ply import save_ply
+
+    ply = save_ply(ShapesWorld().build(2), tmp_path / "cube.ply")
+    cfg = world.make_config("shapes", "runs", {**SETTINGS, "scene.init": str(ply), "scene.keep": "geometry"})
+    assert cfg.scene.init == str(ply) and cfg.scene.keep == "geometry" and not cfg.scene.densify
+    assert cfg.scene.n_init == 400 and cfg.steps == SETTINGS["steps"]  # the page's steps go on top
+    bad = tmp_path / "upload-dir" / "bad.ply"
+    bad.parent.mkdir()
+    bad.write_text("not a splat")
+    demo = page.build_demo("shapes", "test", runs_root=str(tmp_path / "runs"))
+    check = next(f.validator for f in demo.fns.values() if f.name == "run")
+    values = {world.api_name(k): v for k, v in {**SETTINGS, "scene.init": str(bad)}.items()}
+    names = list(inspect.signature(check).parameters)[3:]
+    verdicts = check({}, "token", False, *[values[n] for n in names])
+    (wrong,) = [i for i, v in enumerate(verdicts) if not v["is_valid"]]
+    assert names[wrong - 3] == "scene_init"
+    assert "bad.ply is not a readable PLY file" in verdicts[wrong]["message"]
+    assert str(bad.parent) not in verdicts[wrong]["message"]

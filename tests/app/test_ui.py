@@ -95,7 +95,7 @@ def test_history_lists_only_the_owners_finished_runs(tmp_path):
     ("guidance.pair_window", "[0.6, 0.2]", "guidance.pair_window"), ("resolution", "30", "resolution"),
 ])
 def test_a_bad_value_is_named_next_to_its_own_control(path, value, control):
-    paths = page.MAIN + page.SETTINGS + page.ADVANCED
+    paths = page.MAIN + page.SETTINGS + page.ADVANCED + page.REFINE
     values = {"prompt": "a cube", path: value}
     with pytest.raises(ValueError) as err:
         world.make_config("shapes", "runs", values)
