@@ -145,3 +145,31 @@ def test_refine_runs_through_the_learned_prior(tmp_path):
     cfg.steps, cfg.camera.batch = 2, 2
     r = run(cfg).metrics["refine"]
     assert r["kept_unchanged"] and r["n_gaussians_input"] == 400 and r["silhouette_iou"] > 0.95
+
+
+def test_a_cut_refinement_resumes_from_its_own_copy_of_the_input(tmp_path, one_thread):
+    """The run reads its input from its folder (input.ply): resumed after the original file is gone, it ends
+    bit for bit where the straight refinement does, in the input's frame."""
+    from psd_gs.run.loop import CancelToken, Progress, Result, generate
+
+    ply = save_ply(moved(ShapesWorld().build(GREEN_CUBE)), tmp_path / "cube.ply")
+
+    def cfg():
+        c = preset("shapes", prompt="a cube", out_dir=str(tmp_path / "runs"), turntable=False, mesh=False,
+                   checkpoint_every=8)
+        refine_config(c, ply, "none")
+        c.steps = 16
+        return c
+
+    straight = load_ply(run(cfg()).ply_path)
+    cancel = CancelToken()
+    for event in generate(cfg(), cancel=cancel):
+        if isinstance(event, Progress) and event.step == 8:
+            cancel.set()
+        if isinstance(event, Result):
+            first = event
+    ply.unlink()
+    resumed = run(None, resume=first.out_dir)
+    assert resumed.metrics["steps_done"] == 16 and resumed.metrics["refine"]["n_gaussians_input"] == 400
+    out = load_ply(resumed.ply_path)
+    assert all(torch.equal(out.params[k], straight.params[k]) for k in PARAM_NAMES)
