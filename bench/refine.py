@@ -95,9 +95,15 @@ def refine_once(ply: str, prompt: str, reward: str, method: str, steps: int, cac
             "out": str(result.out_dir)}
 
 
+def fidelity(row: dict) -> float:
+    """PSNR (dB) of the refined scene to the world object it is nearest to (the run's shapes report)."""
+    return json.loads((Path(row["out"]) / "metrics.json").read_text())["evaluation"]["psnr"]
+
+
 def table(rows: List[dict], title: str) -> str:
     lines = [f"\n{title}", "| method | inputs raised | mean rise (sd) | PSNR to input dB (lowest) | IoU mean (lowest) | "
-             "IoU >= 0.9 | now preferred object | kept bit for bit | s/run |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "IoU >= 0.9 | now the preferred object | its PSNR to that object dB | kept bit for bit | s/run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in METHODS:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
@@ -106,10 +112,11 @@ def table(rows: List[dict], title: str) -> str:
         psnr, iou = [min(r["psnr"], 99.0) for r in rs], [r["iou"] for r in rs]
         sd = statistics.stdev(rise) if len(rise) > 1 else 0.0
         kept = f"{sum(r['kept'] for r in rs)}/{len(rs)}" if rs[0]["keep"] != "none" else "-"
+        became = [fidelity(r) for r in rs if r["nearest_after"] == r["preferred"]]
+        close = f"{statistics.mean(became):.1f} ({min(became):.1f})" if became else "-"
         lines.append(f"| {method} | {sum(x > RAISED for x in rise)}/{len(rs)} | {statistics.mean(rise):+.3f} ({sd:.3f}) | "
                      f"{statistics.mean(psnr):.1f} ({min(psnr):.1f}) | {statistics.mean(iou):.3f} ({min(iou):.3f}) | "
-                     f"{sum(x >= 0.9 for x in iou)}/{len(rs)} | {sum(r['nearest_after'] == r['preferred'] for r in rs)}"
-                     f"/{len(rs)} | {kept} | {statistics.mean(r['seconds'] for r in rs):.1f} |")
+                     f"{sum(x >= 0.9 for x in iou)}/{len(rs)} | {len(became)}/{len(rs)} | {close} | {kept} | {statistics.mean(r['seconds'] for r in rs):.1f} |")
     return "\n".join(lines)
 
 

@@ -580,6 +580,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     scene = load_ply(ply, device=device)  # ValueError naming the file for a malformed .ply
+    if cfg is not None and cfg.scene.init:  # a refinement's scene.ply is in its input's frame: seen as the run saw it
+        from ..run.refine import frame_of
+
+        scene = frame_of(ply.parent, cfg).normalised(scene)
     rewards = {name: load_reward(name, device=device) for name in names}
     report = None
     if report_prior is not None:

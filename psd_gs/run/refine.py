@@ -16,6 +16,7 @@ noisings of the input give guesses that differ; the input itself keeps its ident
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Dict, Tuple
@@ -73,6 +74,16 @@ def start(cfg: RunConfig, out_dir: Path, device: torch.device) -> Tuple[Gaussian
 def place(scene: GaussianScene, cfg: RunConfig) -> Frame:
     """The input's frame: fitted (``scene.frame = "fit"``; ValueError for a splat too small to see) or its own."""
     return Frame.fit(scene, cfg.scene.init_radius) if cfg.scene.frame == "fit" else Frame()
+
+
+def frame_of(run_dir: Path, cfg: RunConfig) -> Frame:
+    """The frame a refinement's cameras saw its input in (metrics.json's record; else placed again from the
+    folder's input.ply): what renders its scene.ply as the run saw it."""
+    metrics = Path(run_dir) / "metrics.json"
+    record = json.loads(metrics.read_text()).get("refine") if metrics.exists() else None
+    if record:
+        return Frame(tuple(record["frame"]["centre"]), record["frame"]["scale"])
+    return place(load_input(Path(run_dir) / INPUT_NAME, cfg.scene.max_gaussians), cfg)
 
 
 def kept_unchanged(scene: GaussianScene, original: GaussianScene, keep: str) -> bool:

@@ -173,3 +173,16 @@ def test_a_cut_refinement_resumes_from_its_own_copy_of_the_input(tmp_path, one_t
     assert resumed.metrics["steps_done"] == 16 and resumed.metrics["refine"]["n_gaussians_input"] == 400
     out = load_ply(resumed.ply_path)
     assert all(torch.equal(out.params[k], straight.params[k]) for k in PARAM_NAMES)
+
+
+def test_evaluate_sees_a_refined_run_as_the_run_saw_it(tmp_path, capsys):
+    """``evaluate RUN`` on a refinement of an off-centre, scaled input scores the object the cameras saw (the
+    same reward as the run's own record), not an empty view of the input's frame."""
+    import json
+
+    ply = save_ply(moved(ShapesWorld().build(GREEN_CUBE)), tmp_path / "cube.ply")
+    result = refine(tmp_path, ply, keep="geometry", steps=4)
+    assert main(["evaluate", str(result.out_dir)]) == 0
+    evaluation = json.loads((result.out_dir / "evaluation.json").read_text())
+    own = result.metrics["refine"]["reward_after"]
+    assert evaluation["rewards"]["shapes-warm"]["mean"] == pytest.approx(own, abs=1e-3)
