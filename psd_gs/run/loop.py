@@ -96,6 +96,9 @@ class Progress:
 
 @dataclass
 class Result:
+    """A finished run. scene: as the training cameras saw it (for a refinement with a fitted frame, a copy in
+    their frame; ply_path holds it in its input's own frame). The paths are inside out_dir."""
+
     scene: GaussianScene
     out_dir: Path
     ply_path: Path
