@@ -12,8 +12,9 @@ import torch
 
 from psd_gs.doctor import checks as doctor
 from psd_gs.config import preset
-from psd_gs.run.loop import CancelToken, Progress, Result, generate, run
+from psd_gs.run.loop import run
 from psd_gs.render import gsplat_backend, rasterize, torch_backend
+from tests.run.cut import cut_at
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[2]
@@ -69,12 +70,7 @@ def test_resume_on_cuda_with_densification_continues(tmp_path):
         return c
 
     straight = run(cfg())
-    cancel = CancelToken()
-    for event in generate(cfg(), cancel=cancel):
-        if isinstance(event, Progress) and event.step == 10:
-            cancel.set()
-        if isinstance(event, Result):
-            first = event
+    first = cut_at(cfg(), 10)
     resumed = run(None, resume=first.out_dir)
     assert len(resumed.scene) == len(straight.scene)  # the split drew the same CUDA random numbers
     assert close_scenes(resumed.scene, straight.scene, atol=1e-2)

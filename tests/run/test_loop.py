@@ -14,6 +14,7 @@ from psd_gs.registry import METHODS
 from psd_gs.scene.gaussians import PARAM_NAMES
 from psd_gs.run.loop import CancelToken, GenerationError, Progress, Result, generate, run
 from psd_gs.scene.ply import load_ply
+from tests.run.cut import cut_at
 
 
 @pytest.fixture(autouse=True)
@@ -84,12 +85,7 @@ def test_same_seed_same_scene_and_other_seed_differs(tmp_path, one_thread):
 
 def test_resume_continues_exactly(tmp_path, one_thread):
     straight = run(small(tmp_path, checkpoint_every=8)).scene
-    cancel = CancelToken()
-    for event in generate(small(tmp_path, checkpoint_every=8), cancel=cancel):
-        if isinstance(event, Progress) and event.step == 8:
-            cancel.set()
-        if isinstance(event, Result):
-            first = event
+    first = cut_at(small(tmp_path, checkpoint_every=8), 8)
     assert first.cancelled and first.metrics["steps_done"] == 8
     resumed = run(None, resume=first.out_dir)
     assert resumed.metrics["steps_done"] == 16 and resumed.out_dir == first.out_dir

@@ -150,7 +150,7 @@ def test_refine_runs_through_the_learned_prior(tmp_path):
 def test_a_cut_refinement_resumes_from_its_own_copy_of_the_input(tmp_path, one_thread):
     """The run reads its input from its folder (input.ply): resumed after the original file is gone, it ends
     bit for bit where the straight refinement does, in the input's frame."""
-    from psd_gs.run.loop import CancelToken, Progress, Result, generate
+    from tests.run.cut import cut_at
 
     ply = save_ply(moved(ShapesWorld().build(GREEN_CUBE)), tmp_path / "cube.ply")
 
@@ -162,12 +162,7 @@ def test_a_cut_refinement_resumes_from_its_own_copy_of_the_input(tmp_path, one_t
         return c
 
     straight = load_ply(run(cfg()).ply_path)
-    cancel = CancelToken()
-    for event in generate(cfg(), cancel=cancel):
-        if isinstance(event, Progress) and event.step == 8:
-            cancel.set()
-        if isinstance(event, Result):
-            first = event
+    first = cut_at(cfg(), 8)
     ply.unlink()
     resumed = run(None, resume=first.out_dir)
     assert resumed.metrics["steps_done"] == 16 and resumed.metrics["refine"]["n_gaussians_input"] == 400
