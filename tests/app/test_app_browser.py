@@ -362,7 +362,7 @@ def test_refine_a_splat_shows_it_beside_the_live_render_and_keeps_it_only_in_the
     green = img.reshape(-1, 3).astype(int)
     assert ((green[:, 1] > green[:, 0] + 40) & (green[:, 1] > green[:, 2] + 40)).mean() > 0.03  # the green cube
     assert "my-green-cube.ply: 400 Gaussians" in page.locator("#input-view").inner_text()
-    set_steps(page, 30)
+    set_steps(page, 12)
     click_generate(page)
     page.locator("#status").get_by_text("Done.").wait_for(timeout=RUN_TIMEOUT_MS)
     assert "The reward went from" in page.locator("#summary").inner_text()

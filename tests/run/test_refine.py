@@ -57,7 +57,7 @@ def test_refine_writes_the_input_frame_back_exactly_and_keeps_geometry_bit_for_b
     world = ShapesWorld()
     ply = save_ply(moved(world.build(GREEN_CUBE)), tmp_path / "cube.ply")
     original = load_ply(ply)
-    result = refine(tmp_path, ply, keep="geometry", steps=20)
+    result = refine(tmp_path, ply, keep="geometry", steps=6)
     out = load_ply(result.ply_path)
     for name in ("means", "quats", "scales"):  # in the input's frame, bit for bit
         assert torch.equal(out.params[name], original.params[name]), name
@@ -74,7 +74,7 @@ def test_refine_moves_a_reference_objects_reward_the_preferred_way(tmp_path):
     r = refine(tmp_path, ply, frame="own", steps=60).metrics["refine"]
     assert r["reward_after"] > r["reward_before"] + 0.05
     assert r["silhouette_iou"] > 0.9
-    sds = refine(tmp_path, ply, frame="own", steps=60, method="sds").metrics["refine"]
+    sds = refine(tmp_path, ply, frame="own", steps=30, method="sds").metrics["refine"]
     assert abs(sds["reward_after"] - sds["reward_before"]) < 0.02  # SDS alone keeps the input as it is
     assert sds["psnr_to_input"] > 35
 
@@ -82,7 +82,7 @@ def test_refine_moves_a_reference_objects_reward_the_preferred_way(tmp_path):
 def test_keep_appearance_leaves_the_colours(tmp_path):
     world = ShapesWorld()
     ply = save_ply(moved(world.build(GREEN_CUBE)), tmp_path / "cube.ply")
-    result = refine(tmp_path, ply, keep="appearance", steps=10)
+    result = refine(tmp_path, ply, keep="appearance", steps=4)
     out, original = load_ply(result.ply_path), load_ply(ply)
     assert torch.equal(out.params["sh0"], original.params["sh0"]) and result.metrics["refine"]["kept_unchanged"]
     assert not torch.equal(out.params["means"], original.params["means"])
@@ -100,7 +100,7 @@ def test_a_gsplat_export_with_sh_degree_3_refines_and_keeps_its_degree(tmp_path)
                   save_to=str(tmp_path / "gsplat.ply"))
     read = load_ply(tmp_path / "gsplat.ply")
     assert read.sh_degree == 3 and torch.allclose(read.params["shN"], shN)  # gsplat's layout is ours
-    result = refine(tmp_path, tmp_path / "gsplat.ply", steps=5)
+    result = refine(tmp_path, tmp_path / "gsplat.ply", steps=2)
     assert load_ply(result.ply_path).sh_degree == 3
 
 
