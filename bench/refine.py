@@ -49,14 +49,11 @@ def shape_prompt(name: str) -> str:
 
 
 def preferred(world: ShapesWorld, prompt: str, reward) -> str:
-    """The object among those ``prompt`` allows that ``reward`` scores highest (on its reference render)."""
-    from psd_gs.run.evaluate import eval_cameras, render_views, score
+    """The object among those ``prompt`` allows that ``reward`` scores highest on its reference render (the shapes
+    report's own judgement, as ``bench/shapes_psd.py``'s)."""
+    from psd_gs.run.evaluate import eval_cameras, shapes_report
 
-    views = eval_cameras(8, 64)
-    allowed = world.select(prompt)
-    scores = [score(render_views(world.build(k), views, world.background), reward, prompt).mean().item()
-              for k in allowed]
-    return world.objects[allowed[max(range(len(allowed)), key=scores.__getitem__)]].name
+    return shapes_report(world.build(world.select(prompt)[0]), prompt, reward, eval_cameras(8, 64), world)["preferred"]
 
 
 def sds_results(work: Path, prompts: List[str], seeds: List[int], cache: ModelCache) -> List[dict]:
@@ -127,14 +124,14 @@ def picture(path: str, rows: List[dict]) -> None:
 
     from psd_gs.run.evaluate import eval_cameras
     from psd_gs.run.export import to_uint8
-    from psd_gs.run.refine import views
+    from psd_gs.run.evaluate import render_views
     from psd_gs.scene.ply import load_ply
 
     first = rows[0]
     chosen = [r for r in rows if r["input"] == first["input"] and r["reward"] == first["reward"]]
     cams = eval_cameras(4, 128, 2.0)
     scenes = [load_ply(first["ply"])] + [load_ply(Path(r["out"]) / "scene.ply") for r in chosen]
-    grid = [np.concatenate(list(to_uint8(views(s, cams)[0])), 1) for s in scenes]
+    grid = [np.concatenate(list(to_uint8(render_views(s, cams))), 1) for s in scenes]
     iio.imwrite(path, np.concatenate(grid, 0))
     print(f"wrote {path}: rows input, {', '.join(r['method'] for r in chosen)} ({first['input']}, {first['reward']})")
 

@@ -431,15 +431,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from ..run.refine import load_input, place, refine_config
+    from ..run.refine import refine_config
     from ..run.validate import validate
 
     if not Path(args.ply).is_file():
         raise CLIError(f"{args.ply} is not a file; pass a 3DGS .ply")
-    cfg = preset(args.preset or "shapes", prompt=args.prompt)
+    cfg = config_from_args(args)  # the preset and your options: the budget the file is checked against
     cfg.scene.frame = args.frame
-    cfg = config_from_args(args, refine_config(cfg, args.ply, args.keep))  # your options win over the schedule
-    place(load_input(cfg.scene.init, cfg.scene.max_gaussians), cfg)  # under your --set, before the progress bar
+    refine_config(cfg, args.ply, args.keep)  # the file read and checked once, before the progress bar
+    cfg = config_from_args(args, cfg)  # your options win over the schedule
     check_device(cfg.device)
     return _run_and_report(validate(cfg), args)
 

@@ -29,13 +29,19 @@ def eval_cameras(n: int = 8, resolution: int = 64, radius: float = 2.0, fovy: fl
                      start_azimuth=start_azimuth)
 
 
-def render_views(scene: GaussianScene, cams: Cameras, background: float | Sequence[float] = 1.0) -> torch.Tensor:
-    """rgb [V, H, W, 3] in [0, 1], no grad, in calls of bounded size (``render.view_chunks``)."""
+def render_rgba(scene: GaussianScene, cams: Cameras,
+                background: float | Sequence[float] = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """rgb [V, H, W, 3] in [0, 1] and alpha [V, H, W], no grad, in calls of bounded size (``render.view_chunks``)."""
     cams = cams.to(scene.device)
     bg = torch.as_tensor(background, dtype=torch.float32)
     with torch.no_grad():
-        return torch.cat([rasterize(scene, cams[part], bg).rgb.clamp(0, 1)
-                          for part in view_chunks(len(cams), cams.width, cams.height)])
+        renders = [rasterize(scene, cams[part], bg) for part in view_chunks(len(cams), cams.width, cams.height)]
+    return torch.cat([r.rgb.clamp(0, 1) for r in renders]), torch.cat([r.alpha[..., 0] for r in renders])
+
+
+def render_views(scene: GaussianScene, cams: Cameras, background: float | Sequence[float] = 1.0) -> torch.Tensor:
+    """rgb [V, H, W, 3] in [0, 1], no grad (``render_rgba`` without the alpha)."""
+    return render_rgba(scene, cams, background)[0]
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -513,28 +513,30 @@ def _finish(t: Training, reward: Optional[RewardModel], closed: bool) -> Result:
     if (report or t.input is not None) and reward is None:
         reward = load_reward(cfg.reward, device=t.device)
     if reward is not None:
-        from .evaluate import eval_cameras, render_views, score
+        from .evaluate import eval_cameras, render_rgba, score
 
         views = eval_cameras(8, t.res, cfg.camera.radius[0], cfg.camera.fovy[0])
         shown = t.shown()
-        per_view = score(render_views(shown, views), reward, cfg.prompt)
+        rgba = render_rgba(shown, views)
+        per_view = score(rgba[0], reward, cfg.prompt)
         metrics["reward_views"] = {"mean": per_view.mean().item(), "per_view": per_view.tolist(),
                                    "azimuths": [round(a, 1) for a in views.azimuth.tolist()]}
         if report:
             metrics["evaluation"] = resolve(report)(shown, cfg.prompt, reward, views) | {"judged_by": cfg.reward}
         if t.input is not None:
-            before = score(render_views(t.shown(t.input), views), reward, cfg.prompt).mean().item()
-            metrics["refine"] = _refined(t, views) | {"reward_before": before, "reward_after": per_view.mean().item()}
+            before = render_rgba(t.shown(t.input), views)
+            metrics["refine"] = _refined(t) | refine.change(before, rgba) | {
+                "reward_before": score(before[0], reward, cfg.prompt).mean().item(),
+                "reward_after": per_view.mean().item()}
     return _export(t, metrics, t.history, cancelled)
 
 
-def _refined(t: Training, views) -> Dict[str, object]:
-    """What a refinement did to its input: the change over the evaluation views, whether what ``scene.keep``
-    keeps is bit for bit the input's, the input's size and frame."""
+def _refined(t: Training) -> Dict[str, object]:
+    """What a refinement kept of its input (whether what ``scene.keep`` keeps is bit for bit the input's), the
+    input's size and frame."""
     keep = t.cfg.scene.keep
     return {"input": refine.INPUT_NAME, "keep": keep, "kept_unchanged": refine.kept_unchanged(t.scene, t.input, keep),
-            "n_gaussians_input": len(t.input), "sh_degree": t.input.sh_degree, "frame": t.frame.to_dict()
-            } | refine.change(t.shown(t.input), t.shown(), views)
+            "n_gaussians_input": len(t.input), "sh_degree": t.input.sh_degree, "frame": t.frame.to_dict()}
 
 
 def _export(t: Training, metrics: dict, logs: List[Dict[str, float]], cancelled: bool = False) -> Result:

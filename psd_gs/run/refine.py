@@ -24,8 +24,6 @@ from typing import Dict, Tuple
 import torch
 
 from ..config import RunConfig, apply_overrides
-from ..render import rasterize, view_chunks
-from ..scene.cameras import Cameras
 from ..scene.frame import Frame
 from ..scene.gaussians import PARAM_NAMES, GaussianScene
 from ..scene.ply import load_ply
@@ -39,8 +37,10 @@ GENTLER = ("lr_means", "lr_means_final", "lr_quats", "lr_scales")  # x 0.1
 def refine_config(cfg: RunConfig, ply: str | Path, keep: str = "none") -> RunConfig:
     """``cfg`` (a preset's, with the prompt and method chosen) made a refinement of ``ply`` with the schedule
     above; ``scene.n_init`` becomes the input's count, so the memory estimate covers it. Raises ValueError
-    for a file that is not a splat (``load_input``). Later overrides (``--set``) still apply on top."""
+    for a file that is not a splat within ``cfg``'s budget (``load_input``) or too small to frame (``place``),
+    so callers learn it before a run starts. Later overrides (``--set``) still apply on top."""
     scene = load_input(ply, cfg.scene.max_gaussians)
+    place(scene, cfg)
     apply_overrides(cfg, SCHEDULE | {"scene.init": str(ply), "scene.keep": keep, "scene.n_init": len(scene),
                                      "scene.sh_degree": scene.sh_degree})
     for name in GENTLER:
@@ -91,24 +91,13 @@ def kept_unchanged(scene: GaussianScene, original: GaussianScene, keep: str) -> 
     return all(torch.equal(scene.params[k].detach(), original.params[k].detach()) for k in KEPT[keep])
 
 
-def views(scene: GaussianScene, cams: Cameras, background: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """rgb [V, H, W, 3] in [0, 1] and alpha [V, H, W] of ``scene`` from ``cams``, no grad."""
-    cams = cams.to(scene.device)
-    rgb, alpha = [], []
-    with torch.no_grad():
-        for part in view_chunks(len(cams), cams.width, cams.height):
-            r = rasterize(scene, cams[part], background)
-            rgb.append(r.rgb.clamp(0, 1)), alpha.append(r.alpha[..., 0])
-    return torch.cat(rgb), torch.cat(alpha)
-
-
-def change(before: GaussianScene, after: GaussianScene, cams: Cameras) -> Dict[str, float]:
-    """How far ``after`` moved from ``before`` (both in the cameras' frame) over the views: PSNR of the renders
-    (dB; inf when identical) and the IoU of their silhouettes (alpha > 0.5)."""
+def change(before: Tuple[torch.Tensor, torch.Tensor], after: Tuple[torch.Tensor, torch.Tensor]) -> Dict[str, float]:
+    """How far a result moved from its input, from their renders over the same views ((rgb, alpha) each, as
+    ``evaluate.render_rgba`` gives them): PSNR of the renders (dB; inf when identical) and the IoU of their
+    silhouettes (alpha > 0.5)."""
     from .evaluate import psnr
 
-    rgb0, a0 = views(before, cams)
-    rgb1, a1 = views(after, cams)
+    (rgb0, a0), (rgb1, a1) = before, after
     s0, s1 = a0 > 0.5, a1 > 0.5
     union = (s0 | s1).sum().item()
     return {"psnr_to_input": psnr(rgb0, rgb1), "silhouette_iou": (s0 & s1).sum().item() / union if union else 1.0}
