@@ -61,3 +61,20 @@ def test_a_short_psd_run_with_the_learned_reward_completes(tmp_path, monkeypatch
     result = run(cfg)
     assert result.metrics["steps_done"] == 20 and result.metrics["pair"]["steps"] == 8
     assert result.metrics["evaluation"]["judged_by"] == "learned-hps" and result.ply_path.is_file()
+
+
+def test_the_suites_judge_agrees_with_the_exact_answer():
+    """R-precision in the shapes world is measured by the CLIP judge trained here (``learned_clip_retrieval``);
+    ``shapes_retrieval`` (PSNR to the objects each prompt allows) is the exact answer it stands in for: on every
+    reference object of the suite's three shape prompts, seen from the suite's views, both name its prompt."""
+    from psd_gs.batch.suite import learned_clip_retrieval, r_precision
+    from psd_gs.run.evaluate import eval_cameras, render_views, shapes_retrieval
+
+    world, cams = ShapesWorld(), eval_cameras(4, 64)
+    prompts = ["a cube", "a sphere", "a torus"]
+    for own, prompt in enumerate(prompts):
+        for k in world.select(prompt):
+            views = render_views(world.build(k), cams, world.background)
+            exact = r_precision(shapes_retrieval(views, cams, prompts, world=world), own)
+            judged = r_precision(learned_clip_retrieval(views, cams, prompts, load_reward), own)
+            assert exact == 1.0 and judged == exact, (world.objects[k].name, judged)
