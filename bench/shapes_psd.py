@@ -54,6 +54,13 @@ METHODS: Dict[str, dict] = {
     "psd_with_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.05},  # the learned negative, off in the preset
     "psd_n8": {"guidance.method": "psd", "guidance.n_candidates": 8},
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
+    # issue 32, through a diffusion network: the candidates' guesses as K-step DDIM samples (guess_steps), the pair
+    # term in x0 space, more candidates
+    "psd_ms4": {"guidance.method": "psd", "guidance.guess_steps": 4},
+    "psd_ms4_x0": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.pair_space": "x0"},
+    "psd_ms4_gs": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.guess_sds": True,
+                   "guidance.pair_t_min": 0.8},
+    "psd_ms4_n4": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.n_candidates": 4},
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
                  "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05},
     "psd_no_floor": {"guidance.method": "psd", "scene.color_floor": False},  # colours may die at the clamp
@@ -68,27 +75,43 @@ T_BINS = (0, 200, 400, 600, 800, 1000)
 _RECORD: Dict[str, object] = {}  # this process's current run: its prompt and its pair log
 
 
-def record_pairs(prompt: str, log: List[dict]) -> None:
+def record_pairs(prompt: str, log: List[dict], every: int = 0) -> None:
     """Log, per pair step of this process's next run, t and the objects that the candidates' guesses
-    are nearest to (among those ``prompt`` allows), and the winner's. Wraps PSDGuidance.build_pair once."""
+    are nearest to (among those ``prompt`` allows), and the winner's. Wraps PSDGuidance.build_pair once.
+    The closed-form prior: every pair step, by its own latent table. A learned prior (no table): every
+    ``every``-th pair step (0: never), the decoded guesses against the objects' renders from the same
+    cameras, by pixel MSE (a decode and a render of every object: it slows the run)."""
     from psd_gs.guidance.psd import PSDGuidance
 
-    _RECORD.update(prompt=prompt, log=log)
+    _RECORD.update(prompt=prompt, log=log, every=every, count=0)
     if "original" in _RECORD:
         return
     original = _RECORD["original"] = PSDGuidance.build_pair
 
     def build_pair(self, z0, t, cams):
         pair = original(self, z0, t, cams)
-        if not hasattr(self.prior, "views"):  # the diagnostic needs the closed-form prior's own latent table
+        _RECORD["count"] += 1
+        if hasattr(self.prior, "views"):
+            allowed = self.prior.world.select(_RECORD["prompt"])
+            mu = self.prior.views(cams)[:, allowed].float()  # [B, A, D]
+            guesses = pair.x0.flatten(2)
+        elif _RECORD["every"] and _RECORD["count"] % _RECORD["every"] == 0:
+            from psd_gs.priors.analytic import AnalyticPrior
+
+            world = _RECORD.setdefault("analytic", AnalyticPrior())
+            allowed = world.world.select(_RECORD["prompt"])
+            mu = world.render_objects(cams)[:, allowed].flatten(2).float()  # [B, A, H W 3]
+            images = self.prior.decode_latents(pair.x0.flatten(0, 1)).permute(0, 2, 3, 1)  # [N B, H, W, 3]
+            guesses = images.reshape(*pair.x0.shape[:2], -1)
+        else:
             return pair
-        allowed = self.prior.world.select(_RECORD["prompt"])
-        mu = self.prior.views(cams)[:, allowed].float()  # [B, A, D]
-        nearest = torch.cdist(pair.x0.flatten(2).transpose(0, 1), mu).argmin(-1).T  # [N, B]
+        nearest = torch.cdist(guesses.transpose(0, 1), mu).argmin(-1).T  # [N, B]
         win = nearest.gather(0, pair.win[None])[0]
+        objects = (self.prior if hasattr(self.prior, "views") else _RECORD["analytic"]).world.objects
         for b in range(nearest.shape[1]):
             _RECORD["log"].append({"t": t, "distinct": len(set(nearest[:, b].tolist())), "gap": float(pair.gap[b]),
-                                   "winner": self.prior.world.objects[allowed[int(win[b])]].name})
+                                   "winner": objects[allowed[int(win[b])]].name,
+                                   "named": [objects[allowed[int(i)]].name for i in nearest[:, b]]})
         return pair
 
     PSDGuidance.build_pair = build_pair
@@ -108,7 +131,7 @@ def preferred_prompt(prompt: str, reward: str) -> str:
 
 def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_dir: str, overrides: dict,
             threads: int, preset_name: str = "shapes", scale: float = 1.0, judge: str = "",
-            reward_weights: str = "") -> dict:
+            reward_weights: str = "", diagnose: int = 0) -> dict:
     from psd_gs.rewards import load_reward
     from psd_gs.rewards.base import Affine
     from psd_gs.rewards.learned import load_learned_hps
@@ -124,7 +147,7 @@ def one_run(prompt: str, method: str, seed: int, reward: str, steps: int, out_di
         apply_overrides(cfg, overrides)
         apply_overrides(cfg, METHODS[method])  # the ablation's own setting wins over --set
     pairs: List[dict] = []
-    record_pairs(prompt, pairs)
+    record_pairs(prompt, pairs, diagnose)
     t0 = time.perf_counter()
     given = load_learned_hps(weights=reward_weights) if reward_weights else load_reward(reward)
     result = run(cfg, reward=Affine(given, scale) if scale != 1.0 else given)
@@ -208,6 +231,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="an override for every PSD variant, e.g. guidance.n_candidates=8 (repeatable)")
+    p.add_argument("--diagnose", type=int, default=0, metavar="K",
+                   help="a learned prior: name the objects of the candidates' guesses every K-th pair step (slower)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (threads per run: 2 / jobs)")
     p.add_argument("--json", default="", help="write every run's numbers here")
     p.add_argument("--from-json", default="", metavar="FILES",
@@ -230,7 +255,7 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(one_run, prompt, method, seed, args.reward, args.steps, tmp, overrides, threads,
-                               args.preset, args.reward_scale, args.judge, args.reward_weights)
+                               args.preset, args.reward_scale, args.judge, args.reward_weights, args.diagnose)
                    for prompt, method, seed in jobs]
         for future in futures:
             r = future.result()

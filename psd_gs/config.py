@@ -69,6 +69,13 @@ class GuidanceConfig:
     pair_window: Tuple[float, float] = knob((0.0, 0.5), "(start, end) fractions of the run where the pair term acts")
     n_candidates: int = knob(2, "N: noisings of the render ranked per pair step; the best is the winner, the worst "
                                 "the loser (more make a real choice likelier)", minimum=2, maximum=16)
+    guess_steps: int = knob(1, "DDIM steps a candidate's guess takes from the pair's t to 0 (1: the one-step guess). "
+                               "More make each guess a sample of one object rather than a blurred mean, for the "
+                               "reward to rank and the pair term to pull toward, at guess_steps - 1 more prior "
+                               "calls per pair step", minimum=1, maximum=50)
+    guess_sds: bool = knob(False, "with guess_steps > 1: a pair step's SDS part pulls the render toward its candidate's "
+                                  "multi-step guess, sqrt(a_t (1 - a_t)) (z0 - x0^b), instead of the one-step noise "
+                                  "residual (the same pull when guess_steps = 1)")
     rank_by: str = knob("scene", "scene: one winner for all views, by the reward summed over them (one object, one "
                                  "decision); view: each view picks its own", choices=("scene", "view"))
     pair_space: str = knob("noise", "noise: the pair term is w(t) times the noise bracket, sqrt(a_t (1 - a_t)) "

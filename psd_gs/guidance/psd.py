@@ -56,9 +56,10 @@ from .base import Guidance, GuidanceOut, sds_target_loss
 
 @dataclass
 class Pair:
-    """N noisings of one render's latent z0 [B, C, h, w] at one t, ranked by the reward.
+    """N noisings of one render's latent z0 [B, C, h, w] (detached) at one t, ranked by the reward.
 
-    eps, eps_s, x0: [N, B, C, h, w]: the noise, eps_s(z_t; e_n), the one-step guess of each candidate.
+    eps, eps_s, x0: [N, B, C, h, w]: the noise, eps_s(z_t; e_n), the guess of each candidate (one-step, or after
+    ``guess_steps`` DDIM steps).
     reward: [N, B]; win, lose: [B] long in [0, N), each view's winner and loser (the same index in every
     view when ranked by scene); gap: [B], d = R^w - R^l >= 0 in the reward's units (by scene: of the
     rewards averaged over the views, the same in every view); norm_gap: [B], u = d / m >= 0, the gap in
@@ -66,6 +67,7 @@ class Pair:
     """
 
     t: int
+    z0: torch.Tensor
     eps: torch.Tensor
     eps_s: torch.Tensor
     x0: torch.Tensor
@@ -189,6 +191,8 @@ class PSDGuidance(Guidance):
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
         eps_s = self.guided_eps(z_t.flatten(0, 1), t, self.e_n, self.e_y, cams).view_as(eps)
         x0 = (z_t - (1 - a).sqrt() * eps_s) / a.sqrt()
+        if self.cfg.guess_steps > 1:
+            x0 = self.ddim_guess(x0.flatten(0, 1), eps_s.flatten(0, 1), t, cams).view_as(eps)
         gate = self.cfg.gate_render
         images = self.prior.decode_latents(torch.cat([x0.flatten(0, 1), z0]) if gate else x0.flatten(0, 1))
         scores = self.reward.score(images, [self.prompt] * images.shape[0]).float()
@@ -200,19 +204,37 @@ class PSDGuidance(Guidance):
         if gate:  # the winner must beat the render itself (as the prior's decoder shows it)
             own, best = scores[n * B:], take(reward, win)
             informative &= (best.mean() > own.mean()).expand(B) if by_scene else best > own
-        return Pair(t, eps, eps_s, x0, reward, win, lose, gap, norm_gap, informative)
+        return Pair(t, z0, eps, eps_s, x0, reward, win, lose, gap, norm_gap, informative)
+
+    def ddim_guess(self, x0: torch.Tensor, eps_s: torch.Tensor, t: int, cams: Cameras) -> torch.Tensor:
+        """The candidates' guesses [M, C, h, w] after ``guess_steps`` deterministic DDIM steps (eta 0) from t to 0 under
+        the same guidance eps_s(.; e_n), from the first step's guess x0 and prediction eps_s [M, C, h, w]; timesteps
+        evenly spaced, t_k = round(t (1 - k / K)). Written here rather than through diffusers' DDIMScheduler, whose
+        grid starts at T, not at the pair's t."""
+        K = self.cfg.guess_steps
+        for k in range(1, K):
+            t_k = int(round(t * (1 - k / K)))
+            a = self.alpha(t_k)
+            z = a.sqrt() * x0 + (1 - a).sqrt() * eps_s
+            eps_s = self.guided_eps(z, t_k, self.e_n, self.e_y, cams)
+            x0 = (z - (1 - a).sqrt() * eps_s) / a.sqrt()
+        return x0
 
     def pair_gradient(self, pair: Pair, lam: float, sds: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Step 4: g [B, C, h, w] on z0. ``sds``: the SDS term to use (``sds_t="own"``: drawn at its own
         t); default: w(t) (eps_s^b - eps^b) of the pair's base candidate b at the pair's t."""
         a = self.alpha(pair.t)
         residual = pair.eps_s - pair.eps  # [N, B, C, h, w]: eps_s^i - eps^i
-        if self.cfg.pair_space == "x0":
+        if self.cfg.pair_space == "x0" or self.cfg.guess_steps > 1:  # multi-step guesses: the bracket's identity fails
             term = pair.pick(pair.x0, False) - pair.pick(pair.x0, True)
+            if self.cfg.pair_space == "noise":
+                term = (a * (1 - a)).sqrt() * term
         else:
             term = (1 - a) * (pair.pick(residual, True) - pair.pick(residual, False))
         k = (self.k(pair.norm_gap) * pair.informative).view(-1, *[1] * (term.dim() - 1))
-        if sds is None:
+        if sds is None and self.cfg.guess_steps > 1 and self.cfg.guess_sds:
+            sds = (a * (1 - a)).sqrt() * (pair.z0 - take(pair.x0, pair.base))
+        elif sds is None:
             sds = (1 - a) * take(residual, pair.base)
         return sds + lam * k * term
 

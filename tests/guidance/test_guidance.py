@@ -201,6 +201,58 @@ def test_the_x0_pair_term_is_the_guesses_difference(prior):
                               atol=1e-4 * diff.abs().max().item()), space
 
 
+def test_multi_step_guesses_are_ddim_from_the_candidates_latents(prior):
+    """guess_steps = 3: each candidate's guess is 3 deterministic DDIM steps (t, 2t/3, t/3 -> 0) under the
+    same guidance, written out here by hand from the pair's own noises; the reward ranks those guesses."""
+    psd = PSDGuidance(GuidanceConfig(guess_steps=3), prior, "a red cube", WarmReward(), seed=0)
+    z0 = psd.latents(make_render(prior, batch=2)).detach()
+    t = 900
+    pair = psd.build_pair(z0, t, views(2))
+    one_step = PSDGuidance(GuidanceConfig(), prior, "a red cube", WarmReward(), seed=0).build_pair(z0, t, views(2))
+    assert torch.equal(pair.eps, one_step.eps) and torch.equal(pair.eps_s, one_step.eps_s)
+    acp = prior.alphas_cumprod.float()
+    x0 = torch.empty_like(pair.x0)
+    for i in range(pair.x0.shape[0]):
+        z = acp[t].sqrt() * z0 + (1 - acp[t]).sqrt() * pair.eps[i]
+        for t_k, t_next in ((900, 600), (600, 300), (300, None)):
+            with torch.no_grad():
+                e = psd.guided_eps(z, t_k, psd.e_n, psd.e_y, views(2))
+            guess = (z - (1 - acp[t_k]).sqrt() * e) / acp[t_k].sqrt()
+            if t_next is not None:
+                z = acp[t_next].sqrt() * guess + (1 - acp[t_next]).sqrt() * e
+        x0[i] = guess
+    assert torch.allclose(pair.x0, x0, atol=1e-4 * x0.abs().max().item())
+    assert not torch.allclose(pair.x0, one_step.x0, atol=1e-3)
+    images = prior.decode_latents(pair.x0.flatten(0, 1))
+    assert torch.allclose(pair.reward.flatten(), WarmReward().score(images, None), atol=1e-5)
+
+
+@pytest.mark.parametrize("guess_sds", [False, True])
+def test_the_pair_term_of_multi_step_guesses_is_written_in_the_guesses(prior, guess_sds):
+    """The noise bracket equals sqrt(a (1 - a)) (x0^l - x0^w) only for one-step guesses; with more steps the term is
+    that expression itself, and guess_sds makes the SDS part the pull toward the winner's guess."""
+    cfg = GuidanceConfig(lambda_p=2.0, tau=1e-6, guess_steps=2, guess_sds=guess_sds)
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    pair = psd.build_pair(psd.latents(make_render(prior, batch=2)), 800, views(2))
+    a = prior.alphas_cumprod[800].float()
+    c = (a * (1 - a)).sqrt()
+    k = (psd.k(pair.norm_gap) * pair.informative)[:, None, None, None]
+    w = pair.pick(pair.x0, True)
+    base = c * (pair.z0 - w) if guess_sds else (1 - a) * pair.pick(pair.eps_s - pair.eps, True)
+    expected = base + 2.0 * k * c * (pair.pick(pair.x0, False) - w)
+    assert (k > 0).all()
+    assert torch.allclose(psd.pair_gradient(pair, 2.0), expected, atol=1e-5 * expected.abs().max().item())
+
+
+def test_psd_with_multi_step_guesses_but_no_pair_and_no_negative_is_exactly_sds(prior):
+    render = make_render(prior)
+    sds = SDSGuidance(GuidanceConfig(method="sds"), prior, "a red cube", seed=3)
+    psd = PSDGuidance(GuidanceConfig(method="psd", lambda_p=0.0, neg_lr=0.0, guess_steps=4, guess_sds=True), prior,
+                      "a red cube", WarmReward(), seed=3)
+    for step in (0, 10, 60):
+        assert torch.equal(render_grad(sds, render, step)[0], render_grad(psd, render, step)[0]), step
+
+
 def test_the_sds_tail_is_plain_sds_against_the_reference_negative(prior):
     cfg = GuidanceConfig(lambda_p=2.0, pair_window=(0.0, 0.8), neg_lr=1e-2, neg_every=1, sds_tail=0.5)
     psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=1)
