@@ -1,7 +1,7 @@
 """What PSD's pairs see and do through the learned prior, on fixed 4-view renders: per state and t,
 (a) do the candidates' guesses name different cubes, (b) does the reward's winner agree with the warm rule,
 (c) which way (by the rule, on the decoded latent) a small descent step along each term moves the colour."""
-import sys, torch
+import sys, tempfile, torch
 from psd_gs.config import preset, apply_overrides
 from psd_gs.priors.learned import load_learned_prior
 from psd_gs.priors.analytic import AnalyticPrior
@@ -34,7 +34,7 @@ g = PSDGuidance(cfg.guidance, prior, "a cube", reward, seed=0)
 S = {"green": objs[:, cubes[2]], "yellow": objs[:, cubes[1]], "mix": 0.5 * objs[:, cubes[0]] + 0.5 * objs[:, cubes[2]]}
 if "ball" in states:
     from psd_gs.run.loop import run
-    c0 = preset("learned", prompt="a cube", steps=1, out_dir="/tmp/probe/out/ball", preview_every=0, turntable=False, mesh=False)
+    c0 = preset("learned", prompt="a cube", steps=1, out_dir=tempfile.mkdtemp(prefix="psd-ball-"), preview_every=0, turntable=False, mesh=False)
     c0.guidance.method = "sds"; res = run(c0, prior=prior)
     from psd_gs.render import rasterize as rz
     S["ball"] = rz(res.scene, cams, torch.ones(3)).rgb.clamp(0, 1)
