@@ -222,7 +222,9 @@ class PSDGuidance(Guidance):
 
     def pair_gradient(self, pair: Pair, lam: float, sds: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Step 4: g [B, C, h, w] on z0. ``sds``: the SDS term to use (``sds_t="own"``: drawn at its own
-        t); default: w(t) (eps_s^b - eps^b) of the pair's base candidate b at the pair's t."""
+        t); default: w(t) (eps_s^b - eps^b) of the pair's base candidate b at the pair's t (with multi-step
+        guesses and ``guess_sds``: sqrt(a_t (1 - a_t)) (z0 - x0^b)). With multi-step guesses the pair term is
+        written in the guesses, sqrt(a_t (1 - a_t)) (x0^l - x0^w) in noise space."""
         a = self.alpha(pair.t)
         residual = pair.eps_s - pair.eps  # [N, B, C, h, w]: eps_s^i - eps^i
         if self.cfg.pair_space == "x0" or self.cfg.guess_steps > 1:  # multi-step guesses: the bracket's identity fails
