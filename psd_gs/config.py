@@ -76,6 +76,14 @@ class GuidanceConfig:
     guess_sds: bool = knob(False, "with guess_steps > 1: a pair step's SDS part pulls the render toward its candidate's "
                                   "multi-step guess, sqrt(a_t (1 - a_t)) (z0 - x0^b), instead of the one-step noise "
                                   "residual (the same pull when guess_steps = 1)")
+    guess_space: str = knob("latent", "with guess_steps > 1, where a pair step pulls the render toward the winner's "
+                                      "guess (and away from the loser's). latent: in the VAE's latent, as SDS does; "
+                                      "image: in pixels, toward the decoded guesses, 0.5 |x - D(x0^w)|^2 (HiFA's image-"
+                                      "space target), since a latent can match its target while the pixels do not",
+                            choices=("latent", "image"))
+    keep_winner: bool = knob(False, "a pair step's first candidate reuses the noise of the last informative winner, so "
+                                    "the choice made persists from step to step (and the render is pulled toward one "
+                                    "object, not an average of alternating ones) until a fresh candidate outscores it")
     rank_by: str = knob("scene", "scene: one winner for all views, by the reward summed over them (one object, one "
                                  "decision); view: each view picks its own", choices=("scene", "view"))
     pair_space: str = knob("noise", "noise: the pair term is w(t) times the noise bracket, sqrt(a_t (1 - a_t)) "
@@ -115,6 +123,9 @@ class GuidanceConfig:
         if not (self.t_min < self.t_max_end <= 1.0 and self.t_min < self.t_max_start <= 1.0):
             raise ValueError(f"guidance.t_min = {self.t_min}: need t_min < t_max_end, t_max_start <= 1 "
                              f"(t_max_start={self.t_max_start}, t_max_end={self.t_max_end})")
+        if self.guess_space == "image" and self.guess_steps == 1:
+            raise ValueError("guidance.guess_space = image needs guidance.guess_steps > 1 (a one-step guess at high "
+                             "noise is a blurred mean, no image to pull toward)")
         lo, hi = self.pair_window
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"guidance.pair_window = {self.pair_window}: must be (start, end) fractions of the run "

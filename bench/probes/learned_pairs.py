@@ -48,7 +48,9 @@ for state in states:
             rw, rl = float(score(w).mean()), float(score(l).mean())
             agree += rw > rl; rg += rw - rl
             nm = [name(pair.x0[i]) for i in range(pair.x0.shape[0])]
-            named.append("".join(x[0] for x in nm)); differ += len(set(x[0] for x in nm)) > 1
+            wi = int(pair.win[0])
+            named.append("".join(x[0].upper() if i == wi else x[0] for i, x in enumerate(nm)))
+            differ += len(set(x[0] for x in nm)) > 1
             res = pair.eps_s - pair.eps
             sds = (1 - a) * pair.pick(res, True)
             term = (a * (1 - a)).sqrt() * (l - w)

@@ -63,7 +63,8 @@ class Pair:
     reward: [N, B]; win, lose: [B] long in [0, N), each view's winner and loser (the same index in every
     view when ranked by scene); gap: [B], d = R^w - R^l >= 0 in the reward's units (by scene: of the
     rewards averaged over the views, the same in every view); norm_gap: [B], u = d / m >= 0, the gap in
-    units of the run's median gap m (dimensionless); informative: [B] bool.
+    units of the run's median gap m (dimensionless); informative: [B] bool; images: [N, B, 3, R, R] in [0, 1],
+    the decoded guesses the reward scored.
     """
 
     t: int
@@ -77,6 +78,7 @@ class Pair:
     gap: torch.Tensor
     norm_gap: torch.Tensor
     informative: torch.Tensor
+    images: Optional[torch.Tensor] = None
 
     def pick(self, x: torch.Tensor, winner: bool) -> torch.Tensor:
         """x [N, B, ...] -> [B, ...]: each view's winner (or loser)."""
@@ -119,6 +121,7 @@ class PSDGuidance(Guidance):
         self.e_n = torch.nn.Parameter(self.e_ref.detach().clone())
         self.gaps = torch.zeros(0, device=self.e_ref.device)  # [P]: every gap of the pairs built so far
         self.tally = torch.zeros(3, device=self.e_ref.device)  # pair-term steps, sum of informative share, of k
+        self.champion: Optional[torch.Tensor] = None  # keep_winner: [B, C, h, w], the last informative winner's noise
 
     @classmethod
     def events(cls, cfg: GuidanceConfig, steps: int) -> Dict[str, Tuple[bool, List[int]]]:
@@ -134,7 +137,8 @@ class PSDGuidance(Guidance):
 
     def state_dict(self) -> Dict[str, object]:
         return super().state_dict() | {"e_n": self.e_n.detach().cpu(), "gaps": self.gaps.cpu(),
-                                       "tally": self.tally.cpu()}
+                                       "tally": self.tally.cpu()} | (
+            {"champion": self.champion.cpu()} if self.champion is not None else {})
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         super().load_state_dict(state)
@@ -142,6 +146,7 @@ class PSDGuidance(Guidance):
             self.e_n.copy_(state["e_n"])
         self.gaps = state.get("gaps", torch.zeros(0)).to(self.e_ref.device)  # older checkpoints: none yet
         self.tally = state.get("tally", torch.zeros(3)).to(self.e_ref.device)
+        self.champion = state["champion"].to(self.e_ref.device) if "champion" in state else None
 
     def summary(self) -> Dict[str, object]:
         """{"pair": ...}: how often the pair term acted and at what weight, over the run's pair-term steps
@@ -188,6 +193,8 @@ class PSDGuidance(Guidance):
         z0 = z0.detach()
         n, B = self.cfg.n_candidates, z0.shape[0]
         eps = torch.stack([self.noise_like(z0) for _ in range(n)])  # [N, B, C, h, w]
+        if self.cfg.keep_winner and self.champion is not None and self.champion.shape == z0.shape:
+            eps[0] = self.champion
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
         eps_s = self.guided_eps(z_t.flatten(0, 1), t, self.e_n, self.e_y, cams).view_as(eps)
         x0 = (z_t - (1 - a).sqrt() * eps_s) / a.sqrt()
@@ -204,7 +211,12 @@ class PSDGuidance(Guidance):
         if gate:  # the winner must beat the render itself (as the prior's decoder shows it)
             own, best = scores[n * B:], take(reward, win)
             informative &= (best.mean() > own.mean()).expand(B) if by_scene else best > own
-        return Pair(t, z0, eps, eps_s, x0, reward, win, lose, gap, norm_gap, informative)
+        pair = Pair(t, z0, eps, eps_s, x0, reward, win, lose, gap, norm_gap, informative,
+                    images[:n * B].view(n, B, *images.shape[1:]))
+        if self.cfg.keep_winner:  # each view keeps its last informative winner's noise
+            kept = self.champion if self.champion is not None and self.champion.shape == z0.shape else eps[0]
+            self.champion = torch.where(informative.view(-1, 1, 1, 1), pair.pick(eps, True), kept)
+        return pair
 
     def ddim_guess(self, x0: torch.Tensor, eps_s: torch.Tensor, t: int, cams: Cameras) -> torch.Tensor:
         """The candidates' guesses [M, C, h, w] after ``guess_steps`` deterministic DDIM steps (eta 0) from t to 0 under
@@ -239,6 +251,18 @@ class PSDGuidance(Guidance):
         elif sds is None:
             sds = (1 - a) * take(residual, pair.base)
         return sds + lam * k * term
+
+    def image_loss(self, render: Render, pair: Pair, lam: float) -> torch.Tensor:
+        """``guess_space="image"``: the pair step in pixels. x [B, 3, R, R] = the render resized to the decoder's
+        resolution R (as the encoder sees it); g = (x - D(x0^w)) + lam k (D(x0^l) - D(x0^w)) on the decoded guesses
+        of an informative pair (else the first candidate's, k = 0); loss 0.5 |x - stopgrad(x - g)|^2 / B."""
+        size = pair.images.shape[-2:]
+        x = F.interpolate(render.rgb.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False,
+                          antialias=False)
+        k = (self.k(pair.norm_gap) * pair.informative).view(-1, 1, 1, 1)
+        target = take(pair.images, pair.base)
+        g = (x.detach() - target) + lam * k * (pair.pick(pair.images, False) - pair.pick(pair.images, True))
+        return sds_target_loss(x, g)
 
     # ---- the adaptive negative ----------------------------------------------------------------
 
@@ -296,7 +320,10 @@ class PSDGuidance(Guidance):
                         gap=pair.gap.mean(), k=k, informative=informative, gap_scale=self.gap_scale())
         else:
             g = self.sds_gradient(z0, t, (self.e_ref if tail else self.e_n).detach(), cams)
-        losses = {"sds": sds_target_loss(z0, g)}
+        if lam > 0 and self.cfg.guess_space == "image":
+            losses = {"sds": self.image_loss(render, pair, lam)}
+        else:
+            losses = {"sds": sds_target_loss(z0, g)}
         logs["grad_norm"] = g.norm()
         if update_neg:
             t2 = self.sample_t(0, 1)  # t' ~ U[t_min, t_max_start]
