@@ -253,6 +253,48 @@ def test_psd_with_multi_step_guesses_but_no_pair_and_no_negative_is_exactly_sds(
         assert torch.equal(render_grad(sds, render, step)[0], render_grad(psd, render, step)[0]), step
 
 
+def test_the_image_space_pair_step_pulls_the_pixels_toward_the_decoded_winner(prior):
+    """guess_space = image: the render's gradient is (x - D(x0^w)) + lam k (D(x0^l) - D(x0^w)), over B, on the decoded
+    guesses the reward ranked (here the render is at the decoder's resolution, so no resize); no reward gradient."""
+    cfg = GuidanceConfig(lambda_p=2.0, tau=1e-6, guess_steps=2, guess_space="image", pair_t_min=0.9, neg_lr=0.0,
+                         n_candidates=3, rank_by="view")
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    twin = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    render = make_render(prior, batch=2)
+    grad, out = render_grad(psd, render, 0)
+    pair = twin.build_pair(twin.latents(render), int(out.logs["t"]), views(2))  # the same draws
+    images = prior.decode_latents(pair.x0.flatten(0, 1)).view(*pair.x0.shape[:2], 3, *render.rgb.shape[1:3])
+    assert torch.allclose(pair.images, images)
+    w, l = pair.pick(images, True), pair.pick(images, False)
+    k = (twin.k(pair.norm_gap) * pair.informative).view(-1, 1, 1, 1)
+    assert (k > 0).all() and not torch.equal(pair.win, pair.lose)
+    x = render.rgb.detach().permute(0, 3, 1, 2)
+    expected = ((x - w) + 2.0 * k * (l - w)) / 2
+    assert torch.allclose(grad.permute(0, 3, 1, 2), expected, atol=1e-6)
+    assert all(not requires_grad for _, _, requires_grad in psd.reward.calls)
+    with pytest.raises(ValueError, match="guess_steps > 1"):
+        GuidanceConfig(guess_space="image").check()
+
+
+def test_keep_winner_carries_the_winners_noise_into_the_next_pair_and_through_a_checkpoint(prior):
+    cfg = GuidanceConfig(n_candidates=3, keep_winner=True, rank_by="view")
+    psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=0)
+    z0 = psd.latents(make_render(prior, batch=2)).detach()
+    first = psd.build_pair(z0, 900, views(2))
+    assert first.informative.all() and torch.equal(psd.champion, first.pick(first.eps, True))
+    state = psd.state_dict()
+    second = psd.build_pair(z0, 900, views(2))
+    assert torch.equal(second.eps[0], first.pick(first.eps, True))  # the champion defends its place
+    assert not torch.equal(second.eps[1], first.eps[1])  # the others are fresh
+    resumed = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=5)
+    resumed.load_state_dict(state)
+    again = resumed.build_pair(z0, 900, views(2))
+    assert torch.equal(again.eps, second.eps) and torch.equal(again.win, second.win)
+    plain = PSDGuidance(GuidanceConfig(n_candidates=3, rank_by="view"), prior, "a red cube", WarmReward(), seed=0)
+    plain.build_pair(z0, 900, views(2))
+    assert plain.champion is None and not torch.equal(plain.build_pair(z0, 900, views(2)).eps[0], second.eps[0])
+
+
 def test_the_sds_tail_is_plain_sds_against_the_reference_negative(prior):
     cfg = GuidanceConfig(lambda_p=2.0, pair_window=(0.0, 0.8), neg_lr=1e-2, neg_every=1, sds_tail=0.5)
     psd = PSDGuidance(cfg, prior, "a red cube", WarmReward(), seed=1)
