@@ -42,6 +42,9 @@ from psd_gs.config import apply_overrides, preset
 # of it off (psd_n8 adds candidates, psd_with_neg the learned negative); "psd_prev" is PSD as it was before
 # issue 13 (t from the whole range, lambda_p 4, the learned negative on); the *_no_floor rows let colour
 # channels die at the renderer's clamp (scene.color_floor off), as every run did before issue 13.
+BEFORE_32 = {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.guess_steps": 1,
+             "guidance.guess_space": "latent", "guidance.keep_winner": False, "guidance.rank_by": "scene",
+             "guidance.pair_t_min": 0.6, "guidance.pair_window": (0.0, 0.4), "guidance.sds_tail": 1.0}
 METHODS: Dict[str, dict] = {
     "sds": {"guidance.method": "sds"},
     "psd": {"guidance.method": "psd"},
@@ -54,13 +57,18 @@ METHODS: Dict[str, dict] = {
     "psd_with_neg": {"guidance.method": "psd", "guidance.neg_lr": 0.05},  # the learned negative, off in the preset
     "psd_n8": {"guidance.method": "psd", "guidance.n_candidates": 8},
     "psd_all_t": {"guidance.method": "psd", "guidance.pair_t_min": 0.0},
-    # issue 32, through a diffusion network: the candidates' guesses as K-step DDIM samples (guess_steps), the pair
-    # term in x0 space, more candidates
-    "psd_ms4": {"guidance.method": "psd", "guidance.guess_steps": 4},
-    "psd_ms4_x0": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.pair_space": "x0"},
-    "psd_ms4_gs": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.guess_sds": True,
-                   "guidance.pair_t_min": 0.8},
-    "psd_ms4_n4": {"guidance.method": "psd", "guidance.guess_steps": 4, "guidance.n_candidates": 4},
+    # issue 32, through a diffusion network: the variants measured on the way, each on PSD as it was before issue 32
+    # (BEFORE_32: the shapes preset's PSD, which the learned preset had too): the candidates' guesses as K-step DDIM
+    # samples (guess_steps), the pair term in x0 space, more candidates
+    "psd_ms4": {**BEFORE_32, "guidance.guess_steps": 4},
+    "psd_ms4_x0": {**BEFORE_32, "guidance.guess_steps": 4, "guidance.pair_space": "x0"},
+    "psd_ms4_gs": {**BEFORE_32, "guidance.guess_steps": 4, "guidance.guess_sds": True, "guidance.pair_t_min": 0.8},
+    "psd_ms4_n4": {**BEFORE_32, "guidance.guess_steps": 4, "guidance.n_candidates": 4},
+    # the learned preset's PSD (issue 32) without each of its parts, and as it was before
+    "psd_latent_pull": {"guidance.method": "psd", "guidance.guess_space": "latent", "guidance.guess_sds": True},
+    "psd_by_scene": {"guidance.method": "psd", "guidance.rank_by": "scene"},
+    "psd_no_keep": {"guidance.method": "psd", "guidance.keep_winner": False},
+    "psd_before_32": BEFORE_32,
     "psd_prev": {"guidance.method": "psd", "guidance.n_candidates": 2, "guidance.pair_t_min": 0.0,
                  "guidance.lambda_p": 4.0, "guidance.neg_lr": 0.05},
     "psd_no_floor": {"guidance.method": "psd", "scene.color_floor": False},  # colours may die at the clamp
