@@ -87,11 +87,33 @@ def test_psd_through_the_learned_prior_steers_toward_the_object_its_reward_prefe
         cfg = preset("learned", prompt="a cube", seed=0, steps=40, reward="shapes-warm", preview_every=0,
                      turntable=False, mesh=False, out_dir=str(tmp_path / method))
         apply_overrides(cfg, {"guidance.method": method, "camera.batch": 2, "guidance.pair_window": (0.0, 0.6),
-                              "guidance.guess_steps": 2})
+                              "guidance.sds_tail": 0.6, "guidance.guess_steps": 2})
         report = shapes_report(run(cfg, prior=prior).scene, "a cube", warm, eval_cameras(4, 64))
         red[method] = (report["psnr_per_object"]["red cube"], report["reward"])
     assert red["psd"][0] > red["sds"][0] + 0.7, red  # dB nearer the red cube (measured: 10.75 against 9.35)
     assert red["psd"][1] > red["sds"][1] + 0.2, red  # and warmer by the rule (0.00 against -0.39)
+
+
+def test_a_learned_prior_psd_run_resumed_mid_window_continues_exactly(tmp_path, prior, one_thread):
+    """The kept winner's noise, the gaps and the generators travel in the checkpoint: cut at step 4 of 8, inside the
+    pair window, and resumed, the run ends bit for bit where the straight run does."""
+    from psd_gs.config import apply_overrides
+    from psd_gs.run.loop import run
+    from tests.run.cut import cut_at
+    from tests.run.test_loop import same_scene
+
+    def small(name):
+        cfg = preset("learned", prompt="a cube", seed=1, steps=8, reward="shapes-warm", preview_every=0,
+                     turntable=False, mesh=False, out_dir=str(tmp_path / name), checkpoint_every=4)
+        return apply_overrides(cfg, {"camera.batch": 2, "scene.n_init": 300, "guidance.guess_steps": 2,
+                                     "guidance.pair_window": (0.0, 1.0), "guidance.sds_tail": 1.0})
+
+    straight = run(small("straight"), prior=prior)
+    assert straight.metrics["pair"]["steps"] == 8
+    first = cut_at(small("cut"), 4)
+    assert first.cancelled and first.metrics["steps_done"] == 4
+    resumed = run(None, resume=first.out_dir)
+    assert resumed.metrics["steps_done"] == 8 and same_scene(resumed.scene, straight.scene)
 
 
 def test_the_page_and_the_cli_offer_it_without_a_gpu(tmp_path):
