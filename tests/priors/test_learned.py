@@ -140,7 +140,7 @@ def test_choosing_the_learned_prior_on_the_page_brings_its_preset(tmp_path):
     cfg = world.make_config("shapes", str(tmp_path), {"prompt": "a cube", "prior.name": "learned",
                                                       "guidance.cfg_scale": 3})
     assert cfg.guidance.cfg_scale == 3.0  # what the page sends wins
-    assert world.prior_defaults("shapes", "learned", ["guidance.cfg_scale", "guidance.pair_window"]) == [7.5, "[0.0, 0.4]"]
+    assert world.prior_defaults("shapes", "learned", ["guidance.cfg_scale", "guidance.pair_window"]) == [7.5, "[0.0, 0.25]"]
     assert world.prior_defaults("shapes", "shapes", ["guidance.cfg_scale"]) == [1.5]
 
 
